@@ -1,0 +1,23 @@
+"""keras_aim: AIM autoregressive image models for Keras 3.
+
+Load the released AIM checkpoints, pre-train new models with the paper's
+next-patch objective, probe and fine-tune them on JAX, PyTorch or TensorFlow
+(El-Nouby et al., "Scalable Pre-training of Large Autoregressive Image
+Models", ICML 2024).
+"""
+
+__version__ = "0.1.0"
+
+from keras_aim import layers
+from keras_aim.models.backbone import AIMBackbone
+from keras_aim.models.classifier import AIMImageClassifier
+from keras_aim.preprocessing import AIMImageConverter
+from keras_aim.presets import PRESETS
+
+__all__ = [
+    "AIMBackbone",
+    "AIMImageClassifier",
+    "AIMImageConverter",
+    "PRESETS",
+    "layers",
+]

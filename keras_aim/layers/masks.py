@@ -1,0 +1,45 @@
+"""Attention masks for AIM pre-training."""
+
+from keras import ops
+
+
+def prefix_causal_mask(prefix_lengths, num_patches):
+    """Builds the prefix-causal attention mask of AIM pre-training.
+
+    Query `i` of sample `b` may attend to key `j` when `j <= i` (causal) or
+    `j < prefix_lengths[b]` (the bidirectional prefix). A prefix length of 0
+    or 1 gives plain causal attention; `num_patches` gives full attention.
+
+    Args:
+        prefix_lengths: int tensor `(B,)`, the prefix length `K` per sample.
+        num_patches: int, the sequence length `N`.
+
+    Returns:
+        A boolean `(B, N, N)` tensor, `True` where attention is allowed.
+
+    Example:
+
+    >>> mask = prefix_causal_mask([2], 3)
+    >>> keras.ops.convert_to_numpy(mask)[0].astype(int).tolist()
+    [[1, 1, 0], [1, 1, 0], [1, 1, 1]]
+    """
+    if int(num_patches) <= 0:
+        raise ValueError(
+            f"`num_patches` must be a positive integer; got {num_patches}."
+        )
+    prefix_lengths = ops.convert_to_tensor(prefix_lengths)
+    if len(prefix_lengths.shape) != 1:
+        raise ValueError(
+            "`prefix_lengths` must be a 1-D tensor (one length per sample); "
+            f"got shape {tuple(prefix_lengths.shape)}."
+        )
+    prefix_lengths = ops.cast(prefix_lengths, "int32")
+    positions = ops.arange(int(num_patches), dtype="int32")
+    causal = positions[None, :] <= positions[:, None]  # (N, N): j <= i
+    in_prefix = positions[None, None, :] < prefix_lengths[:, None, None]
+    return ops.logical_or(causal[None, :, :], in_prefix)
+
+
+def causal_mask(batch_size, num_patches):
+    """Plain causal mask `(B, N, N)`: query `i` sees keys `j <= i`."""
+    return prefix_causal_mask(ops.zeros((batch_size,), "int32"), num_patches)

@@ -1,0 +1,181 @@
+"""AIM image classifier: the trunk plus the released attentive probe."""
+
+import keras
+import numpy as np
+
+from keras_aim.layers.attentive_probe import AIMAttentivePooling
+from keras_aim.models.backbone import AIMBackbone
+from keras_aim.models.preset_mixin import PresetMixin
+
+
+def resolve_probe_layers(probe_layers, backbone):
+    """Turns `"best"`, `"last"` or a list into sorted 0-based block indices."""
+    from keras_aim.presets import best_probe_layers
+
+    num_layers = backbone.num_layers
+    if isinstance(probe_layers, str):
+        if probe_layers == "last":
+            return list(range(max(0, num_layers - 6), num_layers))
+        if probe_layers == "best":
+            best = best_probe_layers(backbone)
+            if best is None:
+                raise ValueError(
+                    'probe_layers="best" is defined only for the released '
+                    "AIM sizes (aim_600m, aim_1b, aim_3b, aim_7b); this "
+                    f"backbone (hidden_dim={backbone.hidden_dim}, num_layers="
+                    f"{num_layers}) needs an explicit list of block indices "
+                    'or "last".'
+                )
+            return best
+        raise ValueError(
+            '`probe_layers` must be "best", "last" or a list of block '
+            f"indices; got {probe_layers!r}."
+        )
+    if isinstance(probe_layers, (int, np.integer)):
+        probe_layers = [probe_layers]
+    try:
+        indices = [int(i) for i in probe_layers]
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            '`probe_layers` must be "best", "last" or a list of block '
+            f"indices; got {probe_layers!r}."
+        ) from error
+    if not indices or len(set(indices)) != len(indices):
+        raise ValueError(
+            "`probe_layers` must list distinct block indices; got "
+            f"{probe_layers!r}."
+        )
+    for index in indices:
+        if not 0 <= index < num_layers:
+            raise ValueError(
+                f"`probe_layers` index {index} is out of range: the backbone "
+                f"has {num_layers} blocks (0-based indices 0..{num_layers - 1})."
+            )
+    return sorted(indices)
+
+
+@keras.saving.register_keras_serializable(package="keras_aim")
+class AIMImageClassifier(PresetMixin, keras.Model):
+    """AIM backbone with the attentive-probe head of the release.
+
+    The raw outputs of the `probe_layers` blocks are averaged and pooled by
+    `keras_aim.layers.AIMAttentivePooling` (BatchNorm without scale/offset,
+    one learned query, bias-free key/value projections and classifier), as
+    in El-Nouby et al. (ICML 2024). Blocks after the deepest probed one are
+    not computed. `predict` also accepts raw `uint8` images, which then go
+    through `image_converter` first.
+
+    Args:
+        backbone: a `keras_aim.AIMBackbone`.
+        num_classes: int. Defaults to 1000.
+        probe_layers: `"best"` (released sizes only), `"last"` (the last six
+            blocks) or a list of 0-based block indices. Defaults to `"best"`
+            for released sizes and `"last"` otherwise.
+        image_converter: optional `keras_aim.AIMImageConverter` used by
+            `predict` for raw images and saved with the preset.
+        dtype: dtype or `keras.DTypePolicy` of the head.
+        **kwargs: `keras.Model` arguments such as `name`.
+
+    Example:
+
+    >>> backbone = keras_aim.AIMBackbone(image_shape=(28, 28, 3),
+    ...     patch_size=4, hidden_dim=48, num_layers=3, num_heads=2)
+    >>> classifier = keras_aim.AIMImageClassifier(backbone, num_classes=10,
+    ...                                           probe_layers=[1, 2])
+    >>> tuple(classifier(keras.ops.zeros((2, 28, 28, 3))).shape)
+    (2, 10)
+    """
+
+    def __init__(
+        self,
+        backbone,
+        num_classes=1000,
+        probe_layers=None,
+        image_converter=None,
+        dtype=None,
+        **kwargs,
+    ):
+        if not isinstance(backbone, AIMBackbone):
+            raise ValueError(
+                "`backbone` must be a keras_aim.AIMBackbone; got "
+                f"{type(backbone).__name__}."
+            )
+        if probe_layers is None:
+            from keras_aim.presets import best_probe_layers
+
+            has_best = best_probe_layers(backbone) is not None
+            probe_layers = "best" if has_best else "last"
+        layers = resolve_probe_layers(probe_layers, backbone)
+        # === Layers ===
+        probe_head = AIMAttentivePooling(
+            hidden_dim=backbone.hidden_dim,
+            num_heads=backbone.num_heads,
+            num_classes=num_classes,
+            dtype=dtype or backbone.dtype_policy,
+            name="probe_head",
+        )
+
+        # === Functional model ===
+        images = keras.Input(shape=backbone.image_shape, name="images")
+        features = backbone.extract_features(images, layers)
+        logits = probe_head(features)
+        super().__init__(inputs=images, outputs=logits, dtype=dtype, **kwargs)
+        self.backbone = backbone
+        self.probe_head = probe_head
+        self.image_converter = image_converter
+
+        # === Config ===
+        self.num_classes = int(num_classes)
+        self.probe_layers = layers
+
+    def __call__(self, images, *args, **kwargs):
+        if not isinstance(images, dict):
+            self.backbone.check_images(images)
+        return super().__call__(images, *args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        """Like `keras.Model.predict`; raw `uint8` images are converted first.
+
+        Integer arrays (e.g. decoded JPEGs of any size) go through
+        `image_converter` (resize, center crop, ImageNet normalisation);
+        float arrays are taken as already normalised.
+        """
+        array = x if isinstance(x, np.ndarray) else None
+        if array is not None and np.issubdtype(array.dtype, np.integer):
+            if self.image_converter is None:
+                raise ValueError(
+                    "Got integer (raw) images but this classifier has no "
+                    "`image_converter`; pass normalised float images or build "
+                    "it with keras_aim.AIMImageConverter()."
+                )
+            x = keras.ops.convert_to_numpy(self.image_converter(array))
+        return super().predict(x, *args, **kwargs)
+
+    def get_config(self):
+        config = {
+            "name": self.name,
+            "trainable": self.trainable,
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
+            "num_classes": self.num_classes,
+            "probe_layers": list(self.probe_layers),
+            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
+        }
+        if self.image_converter is not None:
+            config["image_converter"] = keras.saving.serialize_keras_object(
+                self.image_converter
+            )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(
+            config["backbone"]
+        )
+        if config.get("image_converter") is not None:
+            config["image_converter"] = keras.saving.deserialize_keras_object(
+                config["image_converter"]
+            )
+        if isinstance(config.get("dtype"), dict):
+            config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
+        return cls(**config)
