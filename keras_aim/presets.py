@@ -244,7 +244,9 @@ def _load_folder(cls, folder, load_weights, kwargs):
         try:
             config = json.load(f)
         except json.JSONDecodeError as error:
-            raise ValueError(f"{config_path!r} is not valid JSON: {error}")
+            raise ValueError(
+                f"{config_path!r} is not valid JSON: {error}"
+            ) from error
     if "class_name" in config and "config" in config:
         return _load_keras_preset(cls, folder, config, load_weights, kwargs)
     if "embed_dim" in config:
@@ -280,8 +282,8 @@ def _as_class(cls, model):
     if isinstance(model, AIMImageClassifier) and not _is_classifier(cls):
         return model.backbone
     raise ValueError(
-        f"This preset holds a backbone without a classification head; load "
-        f"it with AIMBackbone.from_preset, or build "
+        "This preset holds a backbone without a classification head; load "
+        "it with AIMBackbone.from_preset, or build "
         "AIMImageClassifier(backbone, num_classes=...) to train a new head."
     )
 
@@ -396,7 +398,12 @@ def _load_weights(model, folder):
 def save_preset(model, preset_dir):
     """Writes `model` into the Keras preset folder `preset_dir`."""
     preset_dir = os.fspath(preset_dir)
-    os.makedirs(preset_dir, exist_ok=True)
+    try:
+        os.makedirs(preset_dir, exist_ok=True)
+    except OSError as error:
+        raise ValueError(
+            f"Cannot create the preset folder {preset_dir!r}: {error}"
+        ) from error
     if not os.access(preset_dir, os.W_OK):
         raise ValueError(f"Preset folder {preset_dir!r} is not writable.")
     config = {

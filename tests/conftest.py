@@ -62,8 +62,8 @@ def tiny_backbone():
 
 @pytest.fixture
 def images():
-    return np.random.default_rng(0).normal(size=(2, 28, 28, 3)).astype(
-        "float32"
+    return (
+        np.random.default_rng(0).normal(size=(2, 28, 28, 3)).astype("float32")
     )
 
 

@@ -153,9 +153,7 @@ def expected_params(width, depth, patch, channels=3):
 )
 def test_released_sizes_formula(name, count):
     arch = keras_aim.PRESETS[name]["backbone"]
-    assert (
-        expected_params(arch["hidden_dim"], arch["num_layers"], 14) == count
-    )
+    assert expected_params(arch["hidden_dim"], arch["num_layers"], 14) == count
 
 
 def test_aim_600m_architecture_offline():

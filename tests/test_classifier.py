@@ -45,7 +45,9 @@ def test_logits_match_manual_probe(classifier, images):
     weights /= weights.sum(-1, keepdims=True)
     pooled = np.einsum("bhn,bnhd->bhd", weights, v).reshape(2, 48)
     expected = pooled @ to_numpy(head.classifier.kernel)
-    np.testing.assert_allclose(to_numpy(classifier(images)), expected, atol=2e-5)
+    np.testing.assert_allclose(
+        to_numpy(classifier(images)), expected, atol=2e-5
+    )
 
 
 def test_probe_layer_choices(tiny_backbone):

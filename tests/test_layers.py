@@ -9,7 +9,11 @@ from conftest import to_numpy
 from keras_aim import layers
 
 LAYER_CASES = [
-    (layers.AIMPatchEmbedding, dict(hidden_dim=16, patch_size=4), (2, 8, 12, 3)),
+    (
+        layers.AIMPatchEmbedding,
+        dict(hidden_dim=16, patch_size=4),
+        (2, 8, 12, 3),
+    ),
     (layers.SinCos2DPositionEmbedding, dict(), (2, 2, 3, 16)),
     (layers.AIMTransformerBlock, dict(hidden_dim=16, num_heads=2), (2, 6, 16)),
     (
@@ -73,7 +77,9 @@ def numpy_sincos(h, w, d):
 @pytest.mark.parametrize("h,w,d", [(2, 3, 8), (4, 4, 16), (3, 5, 12)])
 def test_sincos_table_matches_numpy(h, w, d):
     table = layers.sincos_2d_position_embedding(h, w, d)
-    np.testing.assert_allclose(to_numpy(table), numpy_sincos(h, w, d), atol=1e-6)
+    np.testing.assert_allclose(
+        to_numpy(table), numpy_sincos(h, w, d), atol=1e-6
+    )
 
 
 def test_position_embedding_adds_table_to_raster_tokens():

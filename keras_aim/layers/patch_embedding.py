@@ -24,7 +24,9 @@ class AIMPatchEmbedding(keras.layers.Layer):
     (1, 2, 3, 16)
     """
 
-    def __init__(self, hidden_dim, patch_size, layer_norm_epsilon=1e-6, **kwargs):
+    def __init__(
+        self, hidden_dim, patch_size, layer_norm_epsilon=1e-6, **kwargs
+    ):
         super().__init__(**kwargs)
         self.hidden_dim = int(hidden_dim)
         self.patch_size = int(patch_size)

@@ -42,8 +42,7 @@ class Patchify(keras.layers.Layer):
             size = images.shape[axis]
             if size is not None and size % p != 0:
                 raise ValueError(
-                    f"Image {name} {size} is not divisible by "
-                    f"patch_size={p}."
+                    f"Image {name} {size} is not divisible by patch_size={p}."
                 )
         shape = ops.shape(images)
         channels = images.shape[-1]

@@ -7,9 +7,7 @@ from keras import ops
 def split_heads(x, num_heads):
     """Reshapes `(B, T, H * d)` to `(B, T, H, d)`."""
     shape = ops.shape(x)
-    return ops.reshape(
-        x, (shape[0], -1, num_heads, x.shape[-1] // num_heads)
-    )
+    return ops.reshape(x, (shape[0], -1, num_heads, x.shape[-1] // num_heads))
 
 
 def merge_heads(x):
@@ -116,7 +114,9 @@ class AIMTransformerBlock(keras.layers.Layer):
 
     def build(self, input_shape):
         token_shape = tuple(input_shape)
-        hidden_shape = token_shape[:-1] + (int(self.mlp_ratio * self.hidden_dim),)
+        hidden_shape = token_shape[:-1] + (
+            int(self.mlp_ratio * self.hidden_dim),
+        )
         self.norm_1.build(token_shape)
         self.attn_qkv.build(token_shape)
         self.attn_proj.build(token_shape)

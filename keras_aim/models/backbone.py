@@ -44,8 +44,8 @@ def check_image_shape(shape, patch_size, num_channels, built_shape=None):
                 raise ValueError(
                     f"This model was built for images of shape {built_shape} "
                     f"but got {name} {got}. Build it with "
-                    "image_shape=(None, None, 3) (or pass the new `image_shape` "
-                    "to `from_preset`) to use other sizes."
+                    "image_shape=(None, None, 3) (or pass the new "
+                    "`image_shape` to `from_preset`) to use other sizes."
                 )
 
 
@@ -178,9 +178,9 @@ class AIMBackbone(PresetMixin, keras.Model):
                 -self.num_layers <= index < self.num_layers
             ):
                 raise ValueError(
-                    f"Block index {index!r} is out of range for a backbone with "
-                    f"{self.num_layers} blocks (0-based; negatives count from "
-                    "the end)."
+                    f"Block index {index!r} is out of range for a backbone "
+                    f"with {self.num_layers} blocks (0-based; negatives count "
+                    "from the end)."
                 )
         return [index % self.num_layers for index in layers]
 

@@ -49,7 +49,8 @@ def resolve_probe_layers(probe_layers, backbone):
         if not 0 <= index < num_layers:
             raise ValueError(
                 f"`probe_layers` index {index} is out of range: the backbone "
-                f"has {num_layers} blocks (0-based indices 0..{num_layers - 1})."
+                f"has {num_layers} blocks (0-based indices 0.."
+                f"{num_layers - 1})."
             )
     return sorted(indices)
 

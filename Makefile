@@ -1,0 +1,26 @@
+# Two commands for a fresh machine:
+#   make pretrain   pre-trains a small AIM on built-in data (no downloads)
+#   make test       lint + the whole test suite on jax, torch and tensorflow
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: install pretrain test test-slow
+
+$(VENV)/.installed: requirements-cpu.txt setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-cpu.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+install: $(VENV)/.installed
+
+pretrain: install
+	$(PY) examples/pretrain.py --output_dir runs/pretrain
+
+test: install
+	$(PY) tests/run_all_backends.py
+
+test-slow: install
+	$(PY) tests/run_all_backends.py --run-slow
