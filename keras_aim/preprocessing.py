@@ -1,0 +1,377 @@
+"""The AIM evaluation transform as a backend-agnostic Keras layer.
+
+AIM (El-Nouby et al., "Scalable Pre-training of Large Autoregressive Image
+Models", ICML 2024) evaluates at 224x224: the short side is resized to 256
+(bicubic), the centre 224x224 is cropped and the pixels are normalised with
+the ImageNet mean and standard deviation. `AIMImageConverter` does exactly
+that with `keras.ops`, so it runs inside `predict` on JAX, PyTorch and
+TensorFlow, and it travels with a preset as `image_converter.json`.
+"""
+
+import json
+import os
+
+import keras
+from keras import ops
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGE_CONVERTER_FILE = "image_converter.json"
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+
+
+def _pair(value, name):
+    """Returns `value` as an `(height, width)` tuple of positive ints."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError(
+            f"`{name}` must be an int or (height, width), got {value!r}."
+        )
+    if isinstance(value, int):
+        value = (value, value)
+    try:
+        pair = tuple(value)
+    except TypeError:
+        raise ValueError(
+            f"`{name}` must be a positive int or a (height, width) pair of "
+            f"positive ints, or None. Received: {name}={value!r}"
+        ) from None
+    if len(pair) != 2 or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in pair
+    ):
+        raise ValueError(
+            f"`{name}` must be a positive int or a (height, width) pair of "
+            f"positive ints, or None. Received: {name}={value!r}"
+        )
+    return pair
+
+
+def _channel_values(value, name):
+    """Returns `value` (a number or a sequence of numbers) as a float tuple."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (float(value),)
+    try:
+        values = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"`{name}` must be a number, a sequence of numbers (one per "
+            f"channel) or None. Received: {name}={value!r}"
+        ) from None
+    if not values:
+        raise ValueError(
+            f"`{name}` must not be empty. Received: {name}={value!r}"
+        )
+    return values
+
+
+def short_side_resize_shape(height, width, resize_size):
+    """Returns the `(height, width)` after resizing the short side.
+
+    The long side is `floor(resize_size * long / short)`, as in torchvision's
+    `Resize(int)`, so the numbers match the released evaluation.
+
+    Args:
+        height: int, the input height.
+        width: int, the input width.
+        resize_size: int, the target length of the short side.
+
+    Example:
+
+    >>> short_side_resize_shape(375, 500, 256)
+    (256, 341)
+    """
+    if height <= width:
+        return resize_size, (resize_size * width) // height
+    return (resize_size * height) // width, resize_size
+
+
+def center_crop_offsets(height, width, crop_height, crop_width):
+    """Returns the `(top, left)` corner of a centre crop.
+
+    Uses `round((size - crop) / 2)` with round-half-to-even, as torchvision's
+    `CenterCrop` (Python's `round`) and `tf.round` both do.
+
+    Args:
+        height: int, the image height.
+        width: int, the image width.
+        crop_height: int, the crop height.
+        crop_width: int, the crop width.
+
+    Example:
+
+    >>> center_crop_offsets(256, 341, 224, 224)
+    (16, 58)
+    """
+    return round((height - crop_height) / 2), round((width - crop_width) / 2)
+
+
+@keras.saving.register_keras_serializable(package="keras_aim")
+class AIMImageConverter(keras.layers.Layer):
+    """Resizes, centre-crops and normalises images for an AIM model.
+
+    The evaluation transform of AIM (El-Nouby et al., 2024): resize so the
+    short side is `resize_size` (bicubic, aspect ratio kept), take the centre
+    `crop_size` crop, multiply by `scale` (to [0, 1]), subtract `mean` and
+    divide by `std`. Integer (e.g. uint8) inputs are rounded and clipped to
+    [0, 255] after resizing, like PIL or torchvision on uint8 images; float
+    inputs are not clipped. Spatial dimensions must be known when the layer
+    is called (they always are in eager mode and for inputs of fixed size).
+
+    Args:
+        resize_size: int, the length of the short side after resizing; or an
+            exact `(height, width)`; or `None` to skip resizing. Defaults to
+            256.
+        crop_size: int or `(height, width)` of the centre crop, or `None` to
+            skip cropping. Defaults to 224.
+        interpolation: one of `"bicubic"`, `"bilinear"`, `"nearest"`.
+            Defaults to `"bicubic"`.
+        antialias: bool, whether to low-pass filter when downsampling (PIL
+            always does). Defaults to `True`.
+        mean: per-channel mean subtracted after scaling, a number, or `None`
+            to skip. Defaults to the ImageNet mean `(0.485, 0.456, 0.406)`.
+        std: per-channel standard deviation, a number, or `None` to skip.
+            Defaults to the ImageNet std `(0.229, 0.224, 0.225)`.
+        scale: float multiplied into the pixels before normalising. Defaults
+            to `1 / 255`.
+        **kwargs: standard `keras.layers.Layer` arguments (`name`, `dtype`).
+
+    Example:
+
+    >>> import numpy as np
+    >>> converter = AIMImageConverter(resize_size=32, crop_size=28)
+    >>> images = np.random.randint(0, 256, (2, 40, 60, 3), dtype="uint8")
+    >>> tuple(converter(images).shape)
+    (2, 28, 28, 3)
+    """
+
+    def __init__(
+        self,
+        resize_size=256,
+        crop_size=224,
+        interpolation="bicubic",
+        antialias=True,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        scale=1.0 / 255.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if isinstance(resize_size, int) and not isinstance(resize_size, bool):
+            if resize_size <= 0:
+                raise ValueError(
+                    "`resize_size` must be a positive int, a (height, width) "
+                    f"pair or None. Received: resize_size={resize_size}"
+                )
+        else:
+            _pair(resize_size, "resize_size")
+        crop = _pair(crop_size, "crop_size")
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(
+                f"`interpolation` must be one of {INTERPOLATIONS}. "
+                f"Received: interpolation={interpolation!r}"
+            )
+        mean_values = _channel_values(mean, "mean")
+        std_values = _channel_values(std, "std")
+        if std_values is not None and any(s <= 0 for s in std_values):
+            raise ValueError(
+                f"`std` values must be positive. Received: std={std!r}"
+            )
+        if (
+            mean_values is not None
+            and std_values is not None
+            and len(mean_values) > 1
+            and len(std_values) > 1
+            and len(mean_values) != len(std_values)
+        ):
+            raise ValueError(
+                "`mean` and `std` must have the same number of channels. "
+                f"Received: mean={mean!r}, std={std!r}"
+            )
+        if isinstance(resize_size, int) and crop is not None:
+            if min(crop) > resize_size:
+                raise ValueError(
+                    f"`crop_size`={crop_size!r} is larger than the resized "
+                    f"image, whose short side is resize_size={resize_size}."
+                )
+        elif resize_size is not None and crop is not None:
+            size = _pair(resize_size, "resize_size")
+            if crop[0] > size[0] or crop[1] > size[1]:
+                raise ValueError(
+                    f"`crop_size`={crop_size!r} is larger than the resized "
+                    f"image of size resize_size={resize_size!r}."
+                )
+        if not isinstance(scale, (int, float)) or isinstance(scale, bool):
+            raise ValueError(
+                f"`scale` must be a number. Received: scale={scale!r}"
+            )
+        self.resize_size = (
+            resize_size
+            if resize_size is None or isinstance(resize_size, int)
+            else _pair(resize_size, "resize_size")
+        )
+        self.crop_size = crop
+        self.interpolation = interpolation
+        self.antialias = bool(antialias)
+        self.mean = mean_values
+        self.std = std_values
+        self.scale = float(scale)
+
+    def _resized_shape(self, height, width):
+        """Returns the spatial shape after the resize step."""
+        if self.resize_size is None:
+            return height, width
+        if isinstance(self.resize_size, int):
+            if height is None or width is None:
+                return None, None
+            return short_side_resize_shape(height, width, self.resize_size)
+        return self.resize_size
+
+    def _check_channels(self, channels):
+        for name, values in (("mean", self.mean), ("std", self.std)):
+            if values is not None and len(values) > 1 and channels is not None:
+                if len(values) != channels:
+                    raise ValueError(
+                        f"`{name}` has {len(values)} values but the images "
+                        f"have {channels} channels. Pass one value per "
+                        f"channel or a single number. Received: "
+                        f"{name}={values}"
+                    )
+
+    def compute_output_shape(self, input_shape):
+        input_shape = tuple(input_shape)
+        if len(input_shape) not in (3, 4):
+            raise ValueError(
+                "`images` must have shape (batch, height, width, channels) "
+                f"or (height, width, channels). Received: shape={input_shape}"
+            )
+        self._check_channels(input_shape[-1])
+        height, width = self._resized_shape(*input_shape[-3:-1])
+        if self.crop_size is not None:
+            height, width = self.crop_size
+        return input_shape[:-3] + (height, width, input_shape[-1])
+
+    def call(self, images):
+        input_dtype = keras.backend.standardize_dtype(images.dtype)
+        images = ops.convert_to_tensor(images)
+        single = len(images.shape) == 3
+        if single:
+            images = ops.expand_dims(images, 0)
+        if len(images.shape) != 4:
+            raise ValueError(
+                "`images` must have shape (batch, height, width, channels) "
+                f"or (height, width, channels). Received: shape={images.shape}"
+            )
+        _, height, width, channels = images.shape
+        self._check_channels(channels)
+        if (height is None or width is None) and (
+            isinstance(self.resize_size, int) or self.crop_size is not None
+        ):
+            raise ValueError(
+                "AIMImageConverter needs static image height and width to "
+                f"resize or crop. Received images of shape {images.shape}."
+            )
+        images = ops.cast(images, "float32")
+        if self.resize_size is not None:
+            new_height, new_width = self._resized_shape(height, width)
+            if (new_height, new_width) != (height, width):
+                images = ops.image.resize(
+                    images,
+                    (new_height, new_width),
+                    interpolation=self.interpolation,
+                    antialias=self.antialias,
+                )
+                if "int" in input_dtype:
+                    images = ops.clip(ops.round(images), 0.0, 255.0)
+            height, width = new_height, new_width
+        if self.crop_size is not None:
+            crop_height, crop_width = self.crop_size
+            if crop_height > height or crop_width > width:
+                raise ValueError(
+                    f"`crop_size`={self.crop_size} is larger than the "
+                    f"resized image of size {(height, width)} (input "
+                    f"resize_size={self.resize_size})."
+                )
+            top, left = center_crop_offsets(
+                height, width, crop_height, crop_width
+            )
+            images = images[
+                :, top : top + crop_height, left : left + crop_width, :
+            ]
+        if self.scale != 1.0:
+            images = images * self.scale
+        if self.mean is not None:
+            images = images - ops.convert_to_tensor(self.mean, "float32")
+        if self.std is not None:
+            images = images / ops.convert_to_tensor(self.std, "float32")
+        images = ops.cast(images, self.compute_dtype)
+        if single:
+            images = ops.squeeze(images, 0)
+        return images
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "resize_size": self.resize_size,
+                "crop_size": self.crop_size,
+                "interpolation": self.interpolation,
+                "antialias": self.antialias,
+                "mean": self.mean,
+                "std": self.std,
+                "scale": self.scale,
+            }
+        )
+        return config
+
+    def save_to_preset(self, preset_dir):
+        """Writes this converter to `preset_dir/image_converter.json`.
+
+        Args:
+            preset_dir: str, the preset folder (created if missing).
+
+        Example:
+
+        >>> import tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> AIMImageConverter().save_to_preset(folder)
+        >>> load_image_converter(folder).crop_size
+        (224, 224)
+        """
+        os.makedirs(preset_dir, exist_ok=True)
+        config = keras.saving.serialize_keras_object(self)
+        path = os.path.join(preset_dir, IMAGE_CONVERTER_FILE)
+        with open(path, "w") as f:
+            json.dump(config, f, indent=4)
+
+
+def load_image_converter(preset_dir):
+    """Loads the `AIMImageConverter` saved in a preset folder.
+
+    Args:
+        preset_dir: str, a folder written by
+            `AIMImageConverter.save_to_preset`.
+
+    Returns:
+        The converter, or `None` when the folder has no
+        `image_converter.json`.
+
+    Example:
+
+    >>> import tempfile
+    >>> load_image_converter(tempfile.mkdtemp()) is None
+    True
+    """
+    path = os.path.join(preset_dir, IMAGE_CONVERTER_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        try:
+            config = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(
+                f"`{path}` is not a valid image converter config: {e}"
+            ) from e
+    return keras.saving.deserialize_keras_object(config)
