@@ -133,6 +133,10 @@ class AIMBackbone(PresetMixin, keras.Model):
             x = block(x)
         tokens = post_trunk_norm(x)
         super().__init__(inputs=images, outputs=tokens, dtype=dtype, **kwargs)
+        if dtype is not None:
+            # Functional models drop `dtype`; keep it so that get_config
+            # (and therefore presets) records the policy the layers use.
+            self.dtype_policy = keras.dtype_policies.get(dtype)
         # Assigned after `super().__init__` so the torch backend's Module
         # bookkeeping exists; they are the same objects as in the graph.
         self.patch_embedding = patch_embedding

@@ -121,6 +121,9 @@ class AIMImageClassifier(PresetMixin, keras.Model):
         features = backbone.extract_features(images, layers)
         logits = probe_head(features)
         super().__init__(inputs=images, outputs=logits, dtype=dtype, **kwargs)
+        self.dtype_policy = keras.dtype_policies.get(
+            dtype if dtype is not None else backbone.dtype_policy
+        )
         self.backbone = backbone
         self.probe_head = probe_head
         self.image_converter = image_converter
