@@ -9,8 +9,12 @@ Models", ICML 2024).
 __version__ = "0.1.0"
 
 from keras_aim import layers
+from keras_aim import losses
+from keras_aim import optimizers
+from keras_aim import orders
 from keras_aim.models.backbone import AIMBackbone
 from keras_aim.models.classifier import AIMImageClassifier
+from keras_aim.models.pretrainer import AIMPretrainer
 from keras_aim.preprocessing import AIMImageConverter
 from keras_aim.presets import PRESETS
 
@@ -18,6 +22,10 @@ __all__ = [
     "AIMBackbone",
     "AIMImageClassifier",
     "AIMImageConverter",
+    "AIMPretrainer",
     "PRESETS",
     "layers",
+    "losses",
+    "optimizers",
+    "orders",
 ]

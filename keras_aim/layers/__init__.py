@@ -6,6 +6,7 @@ from keras_aim.layers.masks import prefix_causal_mask
 from keras_aim.layers.patch_embedding import AIMPatchEmbedding
 from keras_aim.layers.patchify import Patchify
 from keras_aim.layers.patchify import Unpatchify
+from keras_aim.layers.pixel_head import AIMPixelHead
 from keras_aim.layers.position_embedding import SinCos2DPositionEmbedding
 from keras_aim.layers.position_embedding import sincos_2d_position_embedding
 from keras_aim.layers.transformer_block import AIMTransformerBlock
@@ -13,6 +14,7 @@ from keras_aim.layers.transformer_block import AIMTransformerBlock
 __all__ = [
     "AIMAttentivePooling",
     "AIMPatchEmbedding",
+    "AIMPixelHead",
     "AIMTransformerBlock",
     "Patchify",
     "SinCos2DPositionEmbedding",

@@ -1,0 +1,162 @@
+"""The pre-training optimizer: schedule, decay exclusions, accumulation."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+from conftest import to_numpy
+
+from keras_aim.layers.attentive_probe import AIMAttentivePooling
+from keras_aim.optimizers import PretrainingAdamW
+from keras_aim.optimizers import WarmupCosineDecay
+from keras_aim.optimizers import pretraining_optimizer
+
+
+def np_schedule(step, peak, total, warmup, final=0.0):
+    if step < warmup:
+        return peak * step / warmup
+    progress = min(1.0, (step - warmup) / max(total - warmup, 1))
+    return final + (peak - final) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@pytest.mark.parametrize(
+    "total,warmup,final", [(200, 5, 0.0), (40, 0, 0.0), (97, 10, 1e-5)]
+)
+def test_schedule_matches_numpy(total, warmup, final):
+    schedule = WarmupCosineDecay(2e-3, total, warmup, final)
+    steps = np.arange(total + 5)
+    values = np.array([float(schedule(int(s))) for s in steps])
+    expected = [np_schedule(s, 2e-3, total, warmup, final) for s in steps]
+    np.testing.assert_allclose(values, expected, rtol=1e-5, atol=1e-10)
+    if warmup:
+        assert values[0] == 0.0
+        np.testing.assert_allclose(np.diff(values[: warmup + 1]), 2e-3 / warmup)
+    np.testing.assert_allclose(values[warmup], 2e-3, rtol=1e-6)
+    np.testing.assert_allclose(values[total:], final, atol=1e-10)
+    restored = WarmupCosineDecay.from_config(schedule.get_config())
+    assert float(restored(7)) == float(schedule(7))
+
+
+def test_recipe_and_linear_scaling():
+    optimizer = pretraining_optimizer(
+        total_steps=400, batch_size=1024, base_learning_rate=1e-3
+    )
+    assert isinstance(optimizer, keras.optimizers.AdamW)
+    schedule = optimizer.learning_rate_schedule
+    assert schedule.peak_learning_rate == pytest.approx(2.5e-4)
+    assert schedule.warmup_steps == 10  # 2.5 % of 400
+    assert optimizer.beta_1 == 0.9 and optimizer.beta_2 == 0.95
+    assert optimizer.epsilon == 1e-8
+    assert optimizer.weight_decay == 0.05
+    assert optimizer.global_clipnorm == 1.0
+    accumulated = pretraining_optimizer(
+        400, batch_size=512, gradient_accumulation_steps=2
+    )
+    peak = accumulated.learning_rate_schedule.peak_learning_rate
+    assert peak == pytest.approx(2.5e-4)  # effective batch 1024
+    assert accumulated.gradient_accumulation_steps == 2
+
+
+def test_config_round_trip_keeps_the_decay_exclusions():
+    optimizer = pretraining_optimizer(100, 64)
+    config = keras.optimizers.serialize(optimizer)
+    restored = keras.optimizers.deserialize(config)
+    assert type(restored) is PretrainingAdamW
+    assert restored.no_weight_decay_names == optimizer.no_weight_decay_names
+    assert isinstance(restored.learning_rate_schedule, WarmupCosineDecay)
+    assert restored.get_config() == optimizer.get_config()
+
+
+def make_variables():
+    """Real layers whose variables the recipe must treat differently."""
+    dense = keras.layers.Dense(4, name="dense")
+    dense.build((None, 3))
+    norm = keras.layers.LayerNormalization(name="norm")
+    norm.build((None, 4))
+    probe = AIMAttentivePooling(
+        hidden_dim=8, num_heads=2, num_classes=3, name="probe_head"
+    )
+    probe.build((None, 5, 8))
+    variables = dense.trainable_variables + norm.trainable_variables
+    variables += [v for v in probe.trainable_variables if v.name == "query"]
+    for variable in variables:
+        variable.assign(keras.ops.ones(variable.shape) * 0.5)
+    return variables
+
+
+def test_weight_decay_skips_biases_norms_and_the_probe_query():
+    variables = make_variables()
+    names = sorted(v.name for v in variables)
+    assert {"bias", "gamma", "beta", "query", "kernel"} <= set(names)
+    optimizer = pretraining_optimizer(
+        total_steps=10, batch_size=4096, warmup_fraction=0.0
+    )
+    lr = float(optimizer.learning_rate)
+    assert lr == pytest.approx(1e-3)
+    # A zero gradient leaves Adam's update at 0: only weight decay acts.
+    zeros = [keras.ops.zeros(v.shape) for v in variables]
+    optimizer.apply_gradients(zip(zeros, variables))
+    for variable in variables:
+        value = to_numpy(variable)
+        if variable.name == "kernel":
+            np.testing.assert_allclose(value, 0.5 * (1 - lr * 0.05), 1e-6)
+        else:
+            np.testing.assert_array_equal(value, 0.5)
+    # Without the exclusions every variable would decay.
+    plain = PretrainingAdamW(
+        learning_rate=lr, weight_decay=0.05, no_weight_decay_names=[]
+    )
+    plain.apply_gradients(zip(zeros, variables[:2]))
+    np.testing.assert_allclose(to_numpy(variables[1]), 0.5 * (1 - lr * 0.05))
+
+
+def test_gradient_accumulation_averages_and_counts_every_batch():
+    accumulated = keras.Variable(np.ones(3, "float32"), name="kernel")
+    single = keras.Variable(np.ones(3, "float32"), name="kernel")
+    optimizer = pretraining_optimizer(
+        total_steps=8,
+        batch_size=4096,
+        warmup_fraction=0.25,  # 2 warm-up batches
+        gradient_accumulation_steps=2,
+    )
+    g1 = np.array([0.1, -0.2, 0.3], "float32")
+    g2 = np.array([0.3, 0.2, -0.1], "float32")
+    optimizer.apply_gradients([(keras.ops.convert_to_tensor(g1), accumulated)])
+    np.testing.assert_array_equal(to_numpy(accumulated), 1.0)  # no update yet
+    # The schedule is evaluated at the batch counter (1 here), as Keras does.
+    np.testing.assert_allclose(float(optimizer.learning_rate), 0.5 * 2e-3)
+    optimizer.apply_gradients([(keras.ops.convert_to_tensor(g2), accumulated)])
+    reference = PretrainingAdamW(
+        learning_rate=0.5 * 2e-3,
+        weight_decay=0.05,
+        beta_1=0.9,
+        beta_2=0.95,
+        epsilon=1e-8,
+        global_clipnorm=1.0,
+    )
+    mean = keras.ops.convert_to_tensor((g1 + g2) / 2)
+    reference.apply_gradients([(mean, single)])
+    np.testing.assert_allclose(
+        to_numpy(accumulated), to_numpy(single), rtol=1e-6
+    )
+    assert not np.allclose(to_numpy(accumulated), 1.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(total_steps=0, batch_size=8), "total_steps"),
+        (dict(total_steps=10, batch_size=0), "batch_size"),
+        (dict(total_steps=10, batch_size=8, warmup_fraction=2.0), "warmup"),
+        (
+            dict(total_steps=10, batch_size=8, gradient_accumulation_steps=0),
+            "gradient_accumulation_steps",
+        ),
+    ],
+)
+def test_bad_arguments_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        pretraining_optimizer(**kwargs)
+    with pytest.raises(ValueError, match="warmup_steps"):
+        WarmupCosineDecay(1e-3, total_steps=10, warmup_steps=11)
