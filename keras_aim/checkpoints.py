@@ -81,7 +81,28 @@ def _wants_bfloat16(dtype):
     )
 
 
+_SAFETENSORS_DTYPES = {
+    "F64": "<f8",
+    "F32": "<f4",
+    "F16": "<f2",
+    "BF16": "<u2",
+    "I64": "<i8",
+    "I32": "<i4",
+    "I16": "<i2",
+    "I8": "i1",
+    "U8": "u1",
+    "BOOL": "?",
+}
+
+
 class _SafetensorsReader(StateDictReader):
+    """Reads one tensor at a time with positional reads.
+
+    `safe_open` validates the file, then is dropped: its memory map would
+    keep every page read so far resident (and counted in RSS) until the
+    reader closes, i.e. a second copy of the model by the end of a load.
+    """
+
     def __init__(self, path):
         super().__init__(path)
         try:
@@ -92,22 +113,29 @@ class _SafetensorsReader(StateDictReader):
                 "`pip install safetensors` (or `keras-aim[convert]`)."
             ) from error
         try:
-            self._file = safe_open(path, framework="numpy")
-            self._keys = list(self._file.keys())
-            self._meta = {}
-            for name in self._keys:
-                piece = self._file.get_slice(name)
-                self._meta[name] = (
-                    tuple(int(s) for s in piece.get_shape()),
-                    piece.get_dtype(),
-                )
+            with safe_open(path, framework="numpy") as handle:
+                names = list(handle.keys())
+            with open(path, "rb") as f:
+                (size,) = struct.unpack("<Q", f.read(8))
+                header = json.loads(f.read(size))
         except Exception as error:
             # safetensors raises its own `SafetensorError(Exception)`.
             raise ValueError(
                 f"Could not read safetensors file {path}: it is truncated, "
                 f"corrupt or not a safetensors file ({error})."
             ) from error
-        self._offsets = None
+        self._meta = {}
+        for name in names:
+            entry = header[name]
+            begin, end = entry["data_offsets"]
+            self._meta[name] = (
+                tuple(int(d) for d in entry["shape"]),
+                entry["dtype"],
+                8 + size + begin,
+                end - begin,
+            )
+        self._keys = names
+        self._file = open(path, "rb", buffering=0)
 
     def keys(self):
         return list(self._keys)
@@ -118,43 +146,45 @@ class _SafetensorsReader(StateDictReader):
         return self._meta[name][0]
 
     def get(self, name, dtype=None):
-        shape, stored = self.shape(name), self._meta[name][1]
-        try:
-            if stored == "BF16":
-                array = self._read_bfloat16(name, shape)
-                if not _wants_bfloat16(dtype):
-                    array = array.astype(np.float32)
-            else:
-                array = self._file.get_tensor(name)
-        except Exception as error:
+        shape = self.shape(name)
+        _, stored, offset, num_bytes = self._meta[name]
+        if stored not in _SAFETENSORS_DTYPES:
             raise ValueError(
-                f"Could not read tensor {name!r} from {self.path} ({error})."
-            ) from error
+                f"Tensor {name!r} in {self.path} has dtype {stored}, which "
+                "keras_aim cannot read."
+            )
+        array = np.empty(shape, _SAFETENSORS_DTYPES[stored])
+        if array.nbytes != num_bytes:
+            raise ValueError(
+                f"Tensor {name!r} in {self.path} has {num_bytes} bytes for "
+                f"shape {shape} and dtype {stored}: the file is corrupt."
+            )
+        self._read_into(name, offset, array)
+        if stored == "BF16":
+            array = array.view(_bfloat16())
+            if not _wants_bfloat16(dtype):
+                array = array.astype(np.float32)
         return array if dtype is None else array.astype(dtype, copy=False)
 
-    def _read_bfloat16(self, name, shape):
-        # NumPy has no bfloat16, so `safe_open(framework="numpy")` cannot
-        # return these; memory-map the raw bytes and view them instead.
-        if self._offsets is None:
-            with open(self.path, "rb") as f:
-                (size,) = struct.unpack("<Q", f.read(8))
-                header = json.loads(f.read(size))
-            self._offsets = {
-                k: (8 + size + v["data_offsets"][0])
-                for k, v in header.items()
-                if k != "__metadata__"
-            }
-        raw = np.memmap(
-            self.path,
-            dtype=np.uint16,
-            mode="r",
-            offset=self._offsets[name],
-            shape=shape,
-        )
-        return np.array(raw).view(_bfloat16())
+    def _read_into(self, name, offset, array):
+        if self._file is None:
+            raise ValueError(f"Checkpoint {self.path} is closed.")
+        buffer = memoryview(array.reshape(-1).view(np.uint8))
+        self._file.seek(offset)
+        done = 0
+        while done < len(buffer):
+            count = self._file.readinto(buffer[done:])
+            if not count:
+                raise ValueError(
+                    f"Could not read tensor {name!r} from {self.path}: the "
+                    "file ends early (truncated)."
+                )
+            done += count
 
     def close(self):
-        self._file = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 class _TorchReader(StateDictReader):
