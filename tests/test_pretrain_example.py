@@ -1,0 +1,305 @@
+"""End-to-end checks of examples/pretrain.py and keras_aim.training.
+
+Tiny runs (8 steps of 8 digits, width 32, 1 block): files written, a run
+interrupted by SIGTERM and by a crash resumes onto the uninterrupted loss
+curve, a NaN loss stops with a clear error and keeps the last good
+checkpoint, an unwritable output folder fails before training.
+"""
+
+import csv
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from keras_aim import training
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLE = os.path.join(ROOT, "examples", "pretrain.py")
+TINY = dict(
+    steps=8,
+    batch_size=8,
+    hidden_dim=32,
+    num_layers=1,
+    num_heads=2,
+    head_hidden_dim=32,
+    head_num_layers=1,
+    learning_rate=1e-3,
+    num_preview=4,
+    verbose=0,
+)
+TINY_FLAGS = [f"--{k}={v}" for k, v in TINY.items()]
+EXACT = keras.backend.backend() == "jax"
+
+
+def _load_example():
+    spec = importlib.util.spec_from_file_location("pretrain_example", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+pretrain = _load_example()
+
+
+def run_main(argv):
+    """Runs the example's `main` in-process; returns its exit code."""
+    pretrain.FLAGS.unparse_flags()
+    pretrain.FLAGS(["pretrain.py", *argv])
+    try:
+        pretrain.main(["pretrain.py"])
+    except SystemExit as exit:
+        return exit.code
+    finally:
+        pretrain.FLAGS.unparse_flags()
+    return 0
+
+
+def read_rows(output_dir):
+    with open(os.path.join(output_dir, training.LOG_FILE), newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def losses(output_dir):
+    rows = read_rows(output_dir)
+    return [int(r["step"]) for r in rows], np.array(
+        [float(r["loss"]) for r in rows]
+    )
+
+
+def assert_same_curve(output_dir, reference_dir, num_steps=8):
+    steps, got = losses(output_dir)
+    ref_steps, want = losses(reference_dir)
+    assert steps == ref_steps == list(range(1, num_steps + 1))
+    if EXACT:
+        np.testing.assert_array_equal(got, want)
+    else:
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+class CallbackAt(keras.callbacks.Callback):
+    """Runs `action` after step `step` (one step per Keras epoch)."""
+
+    def __init__(self, step, action):
+        super().__init__()
+        self.step = step
+        self.action = action
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.step:
+            self.action()
+
+
+def crash():
+    raise RuntimeError("simulated crash")
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+    output_dir = str(tmp_path_factory.mktemp("straight"))
+    summary = pretrain.run(output_dir=output_dir, checkpoint_every=4, **TINY)
+    return output_dir, summary
+
+
+def test_run_writes_log_plots_checkpoints_and_backbone(straight_run):
+    output_dir, summary = straight_run
+    rows = read_rows(output_dir)
+    assert [int(r["step"]) for r in rows] == list(range(1, 9))
+    assert all(np.isfinite(float(r["loss"])) for r in rows)
+    rates = [float(r["learning_rate"]) for r in rows]
+    assert rates[0] == pytest.approx(1e-3) and rates[-1] < rates[0]
+    assert summary["first_loss"] == float(rows[0]["loss"])
+    assert summary["last_loss"] == float(rows[-1]["loss"])
+    for name in ("loss.png", "reconstructions.png"):
+        with open(os.path.join(output_dir, name), "rb") as f:
+            content = f.read()
+        assert content.startswith(b"\x89PNG") and len(content) > 1000
+    events = os.listdir(os.path.join(output_dir, training.TENSORBOARD_DIR))
+    assert events and all(
+        os.path.getsize(os.path.join(output_dir, "tensorboard", e)) > 0
+        for e in events
+    )
+    manager = training.CheckpointManager(
+        os.path.join(output_dir, training.CHECKPOINT_DIR)
+    )
+    assert [step for step, _ in manager.checkpoints()] == [4, 8]
+    with open(os.path.join(manager.latest(), training.STATE_FILE)) as f:
+        assert json.load(f)["step"] == 8
+    with open(os.path.join(output_dir, "summary.json")) as f:
+        assert json.load(f)["step"] == 8
+    import keras_aim
+
+    backbone = keras_aim.AIMBackbone.from_preset(
+        os.path.join(output_dir, "backbone")
+    )
+    assert backbone.hidden_dim == 32 and backbone.num_layers == 1
+
+
+def test_stop_crash_and_resume_match_the_uninterrupted_curve(
+    straight_run, tmp_path
+):
+    output_dir = str(tmp_path / "resumed")
+
+    # SIGTERM during step 2: step 3 finishes, is checkpointed, the run stops.
+    summary = pretrain.run(
+        output_dir=output_dir,
+        checkpoint_every=100,
+        callbacks=[CallbackAt(2, lambda: signal.raise_signal(signal.SIGTERM))],
+        **TINY,
+    )
+    assert summary["interrupted"] == signal.SIGTERM
+    assert summary["step"] == 3
+    assert summary["files"]["checkpoint"].endswith("step_00000003")
+    assert len(read_rows(output_dir)) == 3
+
+    # Resume, checkpoint at 5, crash after step 6 (logged, not saved).
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        pretrain.run(
+            output_dir=output_dir,
+            checkpoint_every=5,
+            callbacks=[CallbackAt(6, crash)],
+            **TINY,
+        )
+    assert len(read_rows(output_dir)) == 6
+
+    # Resume from step 5: step 6's row is replaced, the curve continues.
+    summary = pretrain.run(output_dir=output_dir, checkpoint_every=5, **TINY)
+    assert summary["start_step"] == 5 and summary["step"] == 8
+    assert_same_curve(output_dir, straight_run[0])
+
+
+def test_resume_with_other_settings_is_refused(straight_run, tmp_path):
+    output_dir = str(tmp_path / "copy")
+    import shutil
+
+    shutil.copytree(straight_run[0], output_dir)
+    with pytest.raises(training.SettingsError, match="batch_size: 8 -> 4"):
+        pretrain.run(output_dir=output_dir, **{**TINY, "batch_size": 4})
+
+
+def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path, capsys):
+    output_dir = str(tmp_path / "nan")
+    code = run_main(
+        [
+            *TINY_FLAGS,
+            "--learning_rate=1e30",
+            "--checkpoint_every=1",
+            f"--output_dir={output_dir}",
+        ]
+    )
+    assert code == pretrain.EXIT_DIVERGED
+    message = capsys.readouterr().err
+    assert "Training diverged" in message and "not finite" in message
+    rows = read_rows(output_dir)
+    bad_step = int(rows[-1]["step"])
+    assert not np.isfinite(float(rows[-1]["loss"]))
+    manager = training.CheckpointManager(
+        os.path.join(output_dir, training.CHECKPOINT_DIR)
+    )
+    kept = manager.checkpoints()
+    assert kept and kept[-1][0] < bad_step
+    assert kept[-1][1] in message
+    with np.load(
+        os.path.join(kept[-1][1], training.MODEL_VARIABLES_FILE)
+    ) as arrays:
+        assert all(np.isfinite(arrays[k]).all() for k in arrays.files)
+    assert not os.path.exists(os.path.join(output_dir, "loss.png"))
+
+
+def test_unwritable_output_dir_fails_before_training(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    output_dir = str(blocker / "run")
+    code = run_main([*TINY_FLAGS, f"--output_dir={output_dir}"])
+    assert code == pretrain.EXIT_BAD_SETTINGS
+    message = capsys.readouterr().err
+    assert "not a writable folder" in message and output_dir in message
+    with pytest.raises(training.SettingsError, match="--output_dir"):
+        training.prepare_output_dir(output_dir)
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() == 0,
+    reason="root can write to read-only folders",
+)
+def test_read_only_output_dir_fails(tmp_path):
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        with pytest.raises(training.SettingsError, match="not a writable"):
+            pretrain.run(output_dir=str(folder), **TINY)
+    finally:
+        folder.chmod(0o700)
+
+
+def test_partial_checkpoints_are_ignored_and_pruned(tmp_path):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="adam", loss="mse")
+    manager = training.CheckpointManager(tmp_path, max_to_keep=2)
+    os.makedirs(tmp_path / "step_00000009")  # no state.json: incomplete
+    os.makedirs(tmp_path / ".tmp_step_00000010_123")
+    for step in (1, 2, 3):
+        manager.save(step, model, fingerprint={"a": 1})
+    assert [s for s, _ in manager.checkpoints()] == [2, 3]
+    assert not os.path.exists(tmp_path / ".tmp_step_00000010_123")
+    weights = [v.numpy() for v in model.weights]
+    model.layers[0].kernel.assign(np.zeros((3, 2)))
+    state = manager.restore(model, fingerprint={"a": 1})
+    assert state["step"] == 3
+    np.testing.assert_array_equal(model.weights[0].numpy(), weights[0])
+    with pytest.raises(training.SettingsError, match="a: 1 -> 2"):
+        manager.restore(model, fingerprint={"a": 2})
+
+
+@pytest.mark.slow
+def test_subprocess_sigterm_then_resume(tmp_path):
+    """A real `kill -TERM` of `python examples/pretrain.py`, then a rerun."""
+    settings = {**TINY, "steps": 40, "checkpoint_every": 100}
+    reference = str(tmp_path / "straight")
+    pretrain.run(output_dir=reference, **settings)
+    output_dir = str(tmp_path / "killed")
+    argv = [
+        sys.executable,
+        EXAMPLE,
+        *[f"--{k}={v}" for k, v in settings.items()],
+        f"--output_dir={output_dir}",
+    ]
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    process = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE)
+    log = os.path.join(output_dir, training.LOG_FILE)
+    deadline = time.time() + 300
+    while process.poll() is None and time.time() < deadline:
+        if os.path.exists(log) and len(read_rows(output_dir)) >= 1:
+            break
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    stopped_at = len(read_rows(output_dir))
+    assert 1 <= stopped_at < 40
+    manager = training.CheckpointManager(
+        os.path.join(output_dir, training.CHECKPOINT_DIR)
+    )
+    assert [step for step, _ in manager.checkpoints()] == [stopped_at]
+    result = subprocess.run(argv, env=env, capture_output=True, timeout=300)
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    assert_same_curve(output_dir, reference, num_steps=40)
+
+
+def test_epochs_set_the_number_of_steps():
+    train_images = training.training_set_size("digits")
+    assert train_images == 1258  # 70% of the 1,797 digits
+    assert training.resolve_steps("digits", 128, 400, None) == 400
+    assert training.resolve_steps("digits", 128, 400, 2.0) == 20
+    with pytest.raises(training.SettingsError, match="either --steps"):
+        training.resolve_steps("digits", 128, 400, 2.0, steps_given=True)
+    with pytest.raises(training.SettingsError, match="Pass --steps"):
+        training.resolve_steps("photos", 128, 400, 2.0)
