@@ -8,6 +8,7 @@ Models", ICML 2024).
 
 __version__ = "0.1.0"
 
+from keras_aim import data
 from keras_aim import layers
 from keras_aim import losses
 from keras_aim import optimizers
@@ -24,6 +25,7 @@ __all__ = [
     "AIMImageConverter",
     "AIMPretrainer",
     "PRESETS",
+    "data",
     "layers",
     "losses",
     "optimizers",

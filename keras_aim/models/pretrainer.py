@@ -260,13 +260,14 @@ class AIMPretrainer(keras.Model):
         grid_h, grid_w = self._grid(images)
         order = self.token_order_indices(grid_h, grid_w)
         targets = next_patch_targets(images, self.patch_size, False, order)
+        # Row i predicts patch i + 1: move each prediction to its patch
+        # before de-normalising it with that patch's statistics.
+        shifted = ops.concatenate([targets[:, :1], predictions[:, :-1]], axis=1)
         if self.normalize_targets:
             mean = ops.mean(targets, axis=-1, keepdims=True)
             var = ops.var(targets, axis=-1, keepdims=True)
             var = var * targets.shape[-1] / (targets.shape[-1] - 1)
-            predictions = predictions * ops.sqrt(var + TARGET_NORM_EPSILON)
-            predictions = predictions + mean
-        shifted = ops.concatenate([targets[:, :1], predictions[:, :-1]], axis=1)
+            shifted = shifted * ops.sqrt(var + TARGET_NORM_EPSILON) + mean
         prefix_lengths = ops.cast(
             ops.convert_to_tensor(prefix_lengths), "int32"
         )
