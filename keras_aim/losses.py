@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_aim.layers.patchify import patchify
+
 TARGET_NORM_EPSILON = 1e-6
 
 
@@ -37,33 +39,6 @@ def normalize_patches(patches, epsilon=TARGET_NORM_EPSILON):
     centred = patches - mean
     var = ops.sum(ops.square(centred), axis=-1, keepdims=True) / (size - 1)
     return centred / ops.sqrt(var + epsilon)
-
-
-def patchify(images, patch_size):
-    """`(B, H, W, C)` to `(B, N, p * p * C)`, as `keras_aim.layers.Patchify`.
-
-    A plain function (no layer is created), so that it can run inside
-    traced or compiled training steps (e.g. `torch.compile`).
-    """
-    if len(images.shape) != 4:
-        raise ValueError(
-            "`images` must be a 4-D batch (batch, height, width, channels); "
-            f"got shape {tuple(images.shape)}."
-        )
-    p = int(patch_size)
-    for axis, name in ((1, "height"), (2, "width")):
-        size = images.shape[axis]
-        if size is not None and size % p != 0:
-            raise ValueError(
-                f"Image {name} {size} is not divisible by patch_size={p}."
-            )
-    shape = ops.shape(images)
-    channels = images.shape[-1]
-    x = ops.reshape(
-        images, (shape[0], shape[1] // p, p, shape[2] // p, p, channels)
-    )
-    x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
-    return ops.reshape(x, (shape[0], -1, p * p * channels))
 
 
 def next_patch_targets(

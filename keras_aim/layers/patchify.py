@@ -4,6 +4,33 @@ import keras
 from keras import ops
 
 
+def patchify(images, patch_size):
+    """`(B, H, W, C)` to `(B, N, p * p * C)`; the function behind `Patchify`.
+
+    A plain function (no layer is created), so that it can also run inside
+    traced or compiled training steps (e.g. `torch.compile`).
+    """
+    if len(images.shape) != 4:
+        raise ValueError(
+            "Patchify expects images of shape (batch, height, width, "
+            f"channels); got shape {tuple(images.shape)}."
+        )
+    p = int(patch_size)
+    for axis, name in ((1, "height"), (2, "width")):
+        size = images.shape[axis]
+        if size is not None and size % p != 0:
+            raise ValueError(
+                f"Image {name} {size} is not divisible by patch_size={p}."
+            )
+    shape = ops.shape(images)
+    channels = images.shape[-1]
+    x = ops.reshape(
+        images, (shape[0], shape[1] // p, p, shape[2] // p, p, channels)
+    )
+    x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
+    return ops.reshape(x, (shape[0], -1, p * p * channels))
+
+
 @keras.saving.register_keras_serializable(package="keras_aim")
 class Patchify(keras.layers.Layer):
     """Cuts `(B, H, W, C)` images into `(B, N, p * p * C)` patch vectors.
@@ -32,24 +59,7 @@ class Patchify(keras.layers.Layer):
         self.patch_size = int(patch_size)
 
     def call(self, images):
-        if len(images.shape) != 4:
-            raise ValueError(
-                "Patchify expects images of shape (batch, height, width, "
-                f"channels); got shape {tuple(images.shape)}."
-            )
-        p = self.patch_size
-        for axis, name in ((1, "height"), (2, "width")):
-            size = images.shape[axis]
-            if size is not None and size % p != 0:
-                raise ValueError(
-                    f"Image {name} {size} is not divisible by patch_size={p}."
-                )
-        shape = ops.shape(images)
-        channels = images.shape[-1]
-        grid_h, grid_w = shape[1] // p, shape[2] // p
-        x = ops.reshape(images, (shape[0], grid_h, p, grid_w, p, channels))
-        x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
-        return ops.reshape(x, (shape[0], -1, p * p * channels))
+        return patchify(images, self.patch_size)
 
     def compute_output_shape(self, input_shape):
         batch, height, width, channels = input_shape
