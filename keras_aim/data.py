@@ -33,6 +33,7 @@ import numpy as np
 from keras_aim.preprocessing import IMAGENET_MEAN
 from keras_aim.preprocessing import IMAGENET_STD
 from keras_aim.preprocessing import short_side_resize_shape
+from keras_aim.validation import positive_int
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 CROP_MODES = ("resized_crop", "random_crop", "shift", "resize")
@@ -99,18 +100,6 @@ def _image_size(image_size, name="image_size"):
             f"positive ints. Received: {name}={image_size!r}"
         )
     return size
-
-
-def _positive_int(value, name):
-    if (
-        not isinstance(value, (int, np.integer))
-        or isinstance(value, bool)
-        or value < 1
-    ):
-        raise ValueError(
-            f"`{name}` must be a positive int. Received: {name}={value!r}"
-        )
-    return int(value)
 
 
 def _check_split(split):
@@ -270,7 +259,7 @@ def _resized_photos(photo_size):
 def _photo_size(photo_size, image_size):
     if photo_size is None:
         return 4 * max(image_size)
-    return _positive_int(photo_size, "photo_size")
+    return positive_int(photo_size, "photo_size")
 
 
 def photo_region(width, split, test_fraction=TEST_FRACTION):
@@ -333,7 +322,7 @@ def photo_crop_boxes(
     _check_split(split)
     _check_fraction(test_fraction)
     size = _image_size(image_size)
-    crops_per_image = _positive_int(crops_per_image, "crops_per_image")
+    crops_per_image = positive_int(crops_per_image, "crops_per_image")
     photo_size = _photo_size(photo_size, size)
     rng = np.random.default_rng([int(seed), SPLITS.index(split)])
     labels, boxes = [], []
@@ -779,7 +768,7 @@ def evaluation_transform(
 
 def _evaluation_args(resize_size, crop_size):
     if resize_size is not None:
-        resize_size = _positive_int(resize_size, "resize_size")
+        resize_size = positive_int(resize_size, "resize_size")
     crop = None if crop_size is None else _image_size(crop_size, "crop_size")
     if resize_size is not None and crop is not None:
         if min(crop) > resize_size:
@@ -1054,8 +1043,8 @@ def pretraining_dataset(
         "folder": (224, "resized_crop", True),
     }[kind]
     size = _image_size(defaults[0] if image_size is None else image_size)
-    batch_size = _positive_int(batch_size, "batch_size")
-    crops_per_image = _positive_int(crops_per_image, "crops_per_image")
+    batch_size = positive_int(batch_size, "batch_size")
+    crops_per_image = positive_int(crops_per_image, "crops_per_image")
     crop_mode = defaults[1] if crop_mode is None else crop_mode
     horizontal_flip = (
         defaults[2] if horizontal_flip is None else horizontal_flip
@@ -1210,7 +1199,7 @@ def probe_dataset(
     _check_split(split)
     _check_fraction(test_fraction)
     if batch_size is not None:
-        batch_size = _positive_int(batch_size, "batch_size")
+        batch_size = positive_int(batch_size, "batch_size")
     if not isinstance(source, (str, os.PathLike)):
         raise ValueError(
             "`source` must be 'digits', 'photos' or a folder with one "
@@ -1314,7 +1303,7 @@ def evaluation_dataset(
     [(2, 224, 224, 3), (1, 224, 224, 3)]
     """
     tf = _tf()
-    batch_size = _positive_int(batch_size, "batch_size")
+    batch_size = positive_int(batch_size, "batch_size")
     resize_size, crop = _evaluation_args(resize_size, crop_size)
     transform = functools.partial(
         evaluation_transform,

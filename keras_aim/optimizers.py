@@ -5,6 +5,8 @@ import math
 import keras
 from keras import ops
 
+from keras_aim.validation import positive_int
+
 # Leaf variable names (Keras matches `variable.name`, not the full path)
 # kept out of weight decay: Dense/Conv biases, LayerNorm gamma and beta,
 # position embeddings and the attentive-probe query.
@@ -51,7 +53,7 @@ class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
         final_learning_rate=0.0,
         name="warmup_cosine_decay",
     ):
-        total_steps = _positive_int("total_steps", total_steps)
+        total_steps = positive_int(total_steps, "total_steps")
         if (
             isinstance(warmup_steps, bool)
             or not isinstance(warmup_steps, int)
@@ -153,8 +155,8 @@ def scaled_learning_rate(
     >>> scaled_learning_rate(1024)
     0.00025
     """
-    batch_size = _positive_int("batch_size", batch_size)
-    base_batch_size = _positive_int("base_batch_size", base_batch_size)
+    batch_size = positive_int(batch_size, "batch_size")
+    base_batch_size = positive_int(base_batch_size, "base_batch_size")
     effective = batch_size * (gradient_accumulation_steps or 1)
     return float(base_learning_rate) * effective / base_batch_size
 
@@ -214,14 +216,14 @@ def pretraining_optimizer(
     >>> optimizer.learning_rate_schedule.peak_learning_rate  # 1e-3 * 256/4096
     6.25e-05
     """
-    total_steps = _positive_int("total_steps", total_steps)
+    total_steps = positive_int(total_steps, "total_steps")
     if not 0.0 <= float(warmup_fraction) <= 1.0:
         raise ValueError(
             f"`warmup_fraction` must be in [0, 1]; got {warmup_fraction!r}."
         )
     if gradient_accumulation_steps is not None:
-        gradient_accumulation_steps = _positive_int(
-            "gradient_accumulation_steps", gradient_accumulation_steps
+        gradient_accumulation_steps = positive_int(
+            gradient_accumulation_steps, "gradient_accumulation_steps"
         )
         if gradient_accumulation_steps == 1:
             gradient_accumulation_steps = None
@@ -246,9 +248,3 @@ def pretraining_optimizer(
         global_clipnorm=global_clipnorm,
         gradient_accumulation_steps=gradient_accumulation_steps,
     )
-
-
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
-    return value
