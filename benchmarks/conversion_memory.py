@@ -27,8 +27,9 @@ can be the parent's own high-water mark, which `exec` carries over). The
 convert cases run `keras_aim.convert` through `runpy`, as `python -m`
 does, so that they can report it too. Peak RSS counts anonymous memory
 (the model, any copies) and the pages of memory-mapped files the process
-touched (the safetensors reader maps the file): clean page cache that the
-kernel can drop at any time. The parent therefore also samples the child's
+touched (the naive peer's `load_file` maps the whole file; keras_aim reads
+tensor by tensor without a map): clean page cache that the kernel can drop
+at any time. The parent therefore also samples the child's
 `/proc/<pid>/status` every few milliseconds and reports the peaks of the
 anonymous part (`RssAnon`) and of the file-backed part (`RssFile`);
 short spikes between two samples can be missed there, never in the peak
@@ -527,10 +528,10 @@ def write_report(path, backend, spec, results, command, seconds):
         format_table(results),
         "",
         "Each case runs in a fresh process. Peak RSS is its `VmHWM`; it "
-        "includes the pages of the memory-mapped safetensors file that the "
-        "process touched (clean page cache, shown as file-backed), so a "
-        "streaming load from a mapped file can read up to one model above "
-        "the baseline there while its anonymous memory stays at one copy. "
+        "includes the pages of memory-mapped files the process touched "
+        "(clean page cache, shown as file-backed): the naive peer maps the "
+        "whole safetensors file, keras_aim reads one tensor at a time "
+        "without a map. "
         "Anon and file-backed peaks are sampled every few ms. Baselines: "
         "build_f32 / build_bf16 for the from_preset and naive cases, "
         "build_cfg_f32 / build_cfg_bf16 for the convert cases: Keras's "
