@@ -4,6 +4,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# Backend of the main job (the tests run every backend); override with
+# `make pretrain KERAS_BACKEND=torch`.
+KERAS_BACKEND ?= jax
 
 .PHONY: install pretrain test test-slow
 
@@ -17,7 +20,7 @@ $(VENV)/.installed: requirements-cpu.txt setup.cfg pyproject.toml
 install: $(VENV)/.installed
 
 pretrain: install
-	$(PY) examples/pretrain.py --output_dir runs/pretrain
+	KERAS_BACKEND=$(KERAS_BACKEND) $(PY) examples/pretrain.py --output_dir runs/pretrain
 
 test: install
 	$(PY) tests/run_all_backends.py
