@@ -17,6 +17,8 @@ import struct
 
 import numpy as np
 
+from keras_aim.preprocessing import default_image_converter
+
 HUB_CONFIG_FILE = "config.json"
 HUB_WEIGHTS_FILE = "model.safetensors"
 IGNORED_KEYS = ("head.bn.num_batches_tracked",)
@@ -721,14 +723,6 @@ def _check_num_heads(num_heads, hidden_dim):
         )
 
 
-def _default_converter(image_shape):
-    if image_shape[0] not in (None, 224):
-        return None
-    from keras_aim.preprocessing import AIMImageConverter
-
-    return AIMImageConverter()
-
-
 def build_model(
     config,
     num_heads,
@@ -818,7 +812,7 @@ def build_model(
     if probe_layers is not None:
         probe_layers = hub_probe_layers(probe_layers, config["num_layers"])
     if "image_converter" not in kwargs:
-        kwargs["image_converter"] = _default_converter(image_shape)
+        kwargs["image_converter"] = default_image_converter(image_shape)
     model = AIMImageClassifier(
         backbone,
         num_classes=num_classes,

@@ -375,3 +375,20 @@ def load_image_converter(preset_dir):
                 f"`{path}` is not a valid image converter config: {e}"
             ) from e
     return keras.saving.deserialize_keras_object(config)
+
+
+def default_image_converter(image_shape):
+    """The evaluation transform for a model built on `image_shape`.
+
+    Models that take 224 x 224 images, or any size, get the release's
+    transform (short side 256, center crop 224); a fixed `(h, w)` gets a
+    center crop of that size after resizing the short side to
+    `max(h, w) * 256 / 224`, so that the crop fits any aspect ratio.
+    """
+    height, width = image_shape[0], image_shape[1]
+    if height is None or width is None or (height, width) == (224, 224):
+        return AIMImageConverter()
+    return AIMImageConverter(
+        resize_size=int(round(max(height, width) * 256 / 224)),
+        crop_size=(height, width),
+    )

@@ -12,6 +12,10 @@ import os
 
 import keras
 
+from keras_aim.preprocessing import IMAGE_CONVERTER_FILE
+from keras_aim.preprocessing import default_image_converter
+from keras_aim.preprocessing import load_image_converter
+
 PRESETS = {
     "aim_600m": {
         "backbone": {
@@ -69,7 +73,6 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
 SHARDED_WEIGHTS_FILE = "model.weights.json"
 METADATA_FILE = "metadata.json"
-CONVERTER_FILE = "image_converter.json"
 SHARD_THRESHOLD_BYTES = 2 * 1024**3
 SHARD_SIZE_GB = 2
 
@@ -156,7 +159,10 @@ def _build_architecture(cls, name, kwargs):
         backbone = AIMBackbone(**backbone_config, dtype=dtype)
         kwargs.setdefault("num_classes", NUM_CLASSES)
         kwargs.setdefault("probe_layers", "best")
-        kwargs.setdefault("image_converter", _default_converter())
+        kwargs.setdefault(
+            "image_converter",
+            default_image_converter(backbone_config["image_shape"]),
+        )
         return AIMImageClassifier(backbone, dtype=dtype, **kwargs)
     _reject_classifier_kwargs(kwargs)
     backbone_config.update(kwargs)
@@ -170,12 +176,6 @@ def _reject_classifier_kwargs(kwargs):
             f"AIMBackbone.from_preset does not take {sorted(extra)}; those "
             "belong to AIMImageClassifier.from_preset."
         )
-
-
-def _default_converter():
-    from keras_aim.preprocessing import AIMImageConverter
-
-    return AIMImageConverter()
 
 
 def _download_hub_repo(repo_id, what):
@@ -355,7 +355,7 @@ def _load_keras_preset(cls, folder, config, load_weights, kwargs):
             num_classes=num_classes,
             probe_layers=requested,
             image_converter=kwargs.pop(
-                "image_converter", _load_converter(folder)
+                "image_converter", load_image_converter(folder)
             ),
             dtype=dtype,
             **kwargs,
@@ -363,14 +363,6 @@ def _load_keras_preset(cls, folder, config, load_weights, kwargs):
     if load_weights:
         _load_weights(model, folder)
     return model if _is_classifier(cls) else backbone
-
-
-def _load_converter(folder):
-    path = os.path.join(folder, CONVERTER_FILE)
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return keras.saving.deserialize_keras_object(json.load(f))
 
 
 def _load_weights(model, folder):
@@ -414,7 +406,7 @@ def save_preset(model, preset_dir):
     }
     _write_json(os.path.join(preset_dir, CONFIG_FILE), config)
     num_bytes = sum(_variable_bytes(v) for v in model.weights)
-    for name in (WEIGHTS_FILE, SHARDED_WEIGHTS_FILE):
+    for name in (WEIGHTS_FILE, SHARDED_WEIGHTS_FILE, IMAGE_CONVERTER_FILE):
         stale = os.path.join(preset_dir, name)
         if os.path.exists(stale):
             os.remove(stale)
@@ -427,10 +419,7 @@ def save_preset(model, preset_dir):
         model.save_weights(os.path.join(preset_dir, WEIGHTS_FILE))
     converter = getattr(model, "image_converter", None)
     if converter is not None:
-        _write_json(
-            os.path.join(preset_dir, CONVERTER_FILE),
-            keras.saving.serialize_keras_object(converter),
-        )
+        converter.save_to_preset(preset_dir)
     _write_json(
         os.path.join(preset_dir, METADATA_FILE),
         {

@@ -254,3 +254,26 @@ def test_bad_inputs():
         AIMImageConverter()(np.zeros((1, 300, 300, 1), "uint8"))
     with pytest.raises(ValueError, match="shape"):
         AIMImageConverter()(np.zeros((300, 300), "uint8"))
+
+
+@pytest.mark.parametrize(
+    "image_shape,resize,crop",
+    [
+        ((224, 224, 3), 256, (224, 224)),
+        ((None, None, 3), 256, (224, 224)),
+        ((112, 112, 3), 128, (112, 112)),
+        ((28, 56, 3), 64, (28, 56)),
+    ],
+)
+def test_default_image_converter_matches_the_model_input(
+    image_shape, resize, crop
+):
+    from keras_aim.preprocessing import default_image_converter
+
+    converter = default_image_converter(image_shape)
+    config = converter.get_config()
+    assert config["resize_size"] == resize
+    assert tuple(config["crop_size"]) == crop
+    for raw_shape in ((1, 300, 400, 3), (1, 400, 300, 3)):
+        raw = np.zeros(raw_shape, "uint8")
+        assert tuple(converter(raw).shape) == (1, *crop, 3)
