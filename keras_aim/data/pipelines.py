@@ -1,0 +1,523 @@
+"""The tf.data pipelines: pre-training, probe and evaluation datasets."""
+
+import functools
+import os
+
+import numpy as np
+
+from keras_aim.data._common import TEST_FRACTION
+from keras_aim.data._common import _check_fraction
+from keras_aim.data._common import _check_split
+from keras_aim.data._common import _image_size
+from keras_aim.data._common import _tf
+from keras_aim.data.augment import _evaluation_args
+from keras_aim.data.augment import evaluation_transform
+from keras_aim.data.augment import normalize
+from keras_aim.data.augment import pretraining_augment
+from keras_aim.data.builtin import _digits_split
+from keras_aim.data.builtin import _photo_size
+from keras_aim.data.builtin import _resized_photos
+from keras_aim.data.builtin import load_digits_images
+from keras_aim.data.builtin import photo_crop_boxes
+from keras_aim.data.builtin import photo_region
+from keras_aim.data.sources import _class_folder
+from keras_aim.data.sources import _folder_files
+from keras_aim.data.sources import _load_tfds
+from keras_aim.data.sources import _parse_tfds
+from keras_aim.data.sources import _read_image
+from keras_aim.data.sources import _to_rgb
+from keras_aim.preprocessing import IMAGENET_MEAN
+from keras_aim.preprocessing import IMAGENET_STD
+from keras_aim.validation import positive_int
+
+
+def _views(images_fn, augment, crops_per_image, seed):
+    """Maps `(index, item)` to `crops_per_image` augmented views.
+
+    `images_fn(item)` returns the source image; view `j` of stream element
+    `i` uses the stateless seed derived from `(seed, i, j)`.
+    """
+    tf = _tf()
+    base = tf.constant([int(seed), 0], tf.int32)
+
+    def fn(index, item):
+        image = images_fn(item)
+        element_seed = tf.random.experimental.stateless_fold_in(
+            base, tf.cast(index, tf.int32)
+        )
+        seeds = tf.random.experimental.stateless_split(
+            element_seed, crops_per_image
+        )
+        return tf.stack(
+            [augment(image, seeds[j]) for j in range(crops_per_image)]
+        )
+
+    return fn
+
+
+def _batched(dataset, batch_size, drop_remainder):
+    tf = _tf()
+    return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(
+        tf.data.AUTOTUNE
+    )
+
+
+def pretraining_dataset(
+    source="digits",
+    image_size=None,
+    batch_size=64,
+    seed=0,
+    color_jitter=False,
+    shuffle=True,
+    repeat=True,
+    crops_per_image=1,
+    crop_mode=None,
+    scale=(0.4, 1.0),
+    horizontal_flip=None,
+    max_shift=2,
+    photo_size=None,
+    data_dir=None,
+    image_key="image",
+    shuffle_buffer=10_000,
+    drop_remainder=True,
+):
+    """Builds a tf.data stream of augmented, normalised images.
+
+    Per source, the defaults are:
+
+    - `"digits"`: the digits' train split (`probe_dataset`'s, so probe test
+      digits stay unseen), 16x16, random shifts of up to `max_shift` = 2
+      px, no flips.
+    - `"photos"`: 32x32 random crops (no resizing) of the built-in photos
+      resized to a short side of `photo_size` (default `4 * image_size`),
+      taken from each photo's train region only (the left 70% of its
+      columns, see `photo_region`) so probe test crops stay unseen; flips.
+      With `repeat=True` this is an unlimited stream.
+    - `"tfds:NAME[:SPLIT]"` (split defaults to "train") and image folders:
+      224x224 random resized crops (scale 0.4-1.0, bicubic) and flips, the
+      AIM recipe.
+
+    Args:
+        source: `"digits"`, `"photos"`, `"tfds:NAME[:SPLIT]"` or a folder
+            of images (searched recursively).
+        image_size: int or `(height, width)` of the output images.
+            Defaults to 16 (digits), 32 (photos) or 224.
+        batch_size: int. Defaults to 64.
+        seed: int; the same seed gives the same batches.
+        color_jitter: bool, add colour jitter (p 0.8). Defaults to `False`.
+        shuffle: bool, shuffle the source images. Defaults to `True`.
+        repeat: bool, loop forever. Defaults to `True`.
+        crops_per_image: int, augmented views made from each source image
+            per pass (consecutive in the stream). Defaults to 1.
+        crop_mode: `"resized_crop"`, `"random_crop"`, `"shift"`,
+            `"resize"` or `None` for the source's default (see
+            `pretraining_augment`).
+        scale: area range of `"resized_crop"`. Defaults to `(0.4, 1.0)`.
+        horizontal_flip: bool, or `None` for the source's default.
+        max_shift: int, the largest shift of `"shift"`. Defaults to 2.
+        photo_size: int, short side of the resized photos (`"photos"`).
+        data_dir: tensorflow-datasets data folder (`"tfds:..."`).
+        image_key: the image feature of a tfds dataset. Defaults to
+            `"image"`.
+        shuffle_buffer: int, the shuffle buffer for tfds datasets.
+        drop_remainder: bool, drop a last partial batch. Defaults to `True`.
+
+    Returns:
+        A `tf.data.Dataset` of float32 `(batch_size, height, width, 3)`.
+
+    Example:
+
+    >>> dataset = pretraining_dataset("digits", batch_size=8)
+    >>> tuple(next(iter(dataset)).shape)
+    (8, 16, 16, 3)
+    """
+    tf = _tf()
+    if not isinstance(source, (str, os.PathLike)):
+        raise ValueError(
+            "`source` must be 'digits', 'photos', 'tfds:NAME[:SPLIT]' or an "
+            f"image folder. Received: source={source!r}"
+        )
+    source = os.fspath(source)
+    kind = _source_kind(source)
+    defaults = {
+        "digits": (16, "shift", False),
+        "photos": (32, "random_crop", True),
+        "tfds": (224, "resized_crop", True),
+        "folder": (224, "resized_crop", True),
+    }[kind]
+    size = _image_size(defaults[0] if image_size is None else image_size)
+    batch_size = positive_int(batch_size, "batch_size")
+    crops_per_image = positive_int(crops_per_image, "crops_per_image")
+    crop_mode = defaults[1] if crop_mode is None else crop_mode
+    horizontal_flip = (
+        defaults[2] if horizontal_flip is None else horizontal_flip
+    )
+    augment = functools.partial(
+        pretraining_augment,
+        image_size=size,
+        color_jitter=color_jitter,
+        crop_mode=crop_mode,
+        scale=scale,
+        horizontal_flip=horizontal_flip,
+        max_shift=max_shift,
+    )
+    # Validate the augmentation arguments eagerly, before tf.data tracing.
+    augment(np.zeros((*size, 3), "uint8"), seed=0)
+
+    def augment_fn(image, view_seed):
+        return augment(image, seed=view_seed)
+
+    if kind == "digits":
+        images, _ = load_digits_images(size)
+        images = images[_digits_split(len(images), "train", TEST_FRACTION)]
+        dataset = tf.data.Dataset.from_tensor_slices(images)
+        num_items, read = len(images), None
+    elif kind == "photos":
+        photo_size = _photo_size(photo_size, size)
+        photos = []
+        for image in _resized_photos(photo_size):
+            start, stop = photo_region(image.shape[1], "train")
+            photos.append(image[:, start:stop])
+        too_small = [p.shape for p in photos if p.shape[0] < size[0]]
+        too_small += [p.shape for p in photos if p.shape[1] < size[1]]
+        if too_small and crop_mode == "random_crop":
+            raise ValueError(
+                f"image_size={size} is larger than a photo's train region "
+                f"{too_small[0][:2]} at photo_size={photo_size}; pass a "
+                "larger `photo_size`."
+            )
+        read = _photo_reader(photos)
+        num_items = len(photos)
+        dataset = tf.data.Dataset.range(num_items)
+    elif kind == "folder":
+        files = _folder_files(source)
+        dataset = tf.data.Dataset.from_tensor_slices(files)
+        num_items, read = len(files), _read_image
+    else:
+        name, split = _parse_tfds(source)
+        dataset = _load_tfds(name, split or "train", data_dir)
+        num_items, read = shuffle_buffer, None
+        dataset = dataset.map(
+            lambda example: _to_rgb(example[image_key]),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    if shuffle:
+        dataset = dataset.shuffle(
+            min(num_items, shuffle_buffer),
+            seed=seed,
+            reshuffle_each_iteration=True,
+        )
+    if repeat:
+        dataset = dataset.repeat()
+    dataset = dataset.enumerate().map(
+        _views(read or (lambda x: x), augment_fn, crops_per_image, seed),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    dataset = dataset.unbatch()
+    return _batched(dataset, batch_size, drop_remainder)
+
+
+def _source_kind(source):
+    if source in ("digits", "photos"):
+        return source
+    if source.startswith("tfds:"):
+        return "tfds"
+    if os.path.isdir(source):
+        return "folder"
+    raise ValueError(
+        "`source` must be 'digits', 'photos', 'tfds:NAME[:SPLIT]' or an "
+        f"existing image folder. Received: source={source!r}"
+    )
+
+
+def _photo_reader(photos):
+    """Returns `index -> uint8 photo`, the photos packed in one buffer."""
+    tf = _tf()
+    flat = tf.constant(np.concatenate([p.reshape(-1) for p in photos]))
+    sizes = [p.size for p in photos]
+    offsets = tf.constant(np.cumsum([0] + sizes[:-1]), tf.int64)
+    shapes = tf.constant([p.shape for p in photos], tf.int64)
+
+    def read(index):
+        shape = shapes[index]
+        start = offsets[index]
+        return tf.reshape(flat[start : start + tf.reduce_prod(shape)], shape)
+
+    return read
+
+
+def probe_dataset(
+    source="digits",
+    split="train",
+    image_size=None,
+    crops_per_image=64,
+    photo_size=None,
+    test_fraction=TEST_FRACTION,
+    seed=0,
+    batch_size=None,
+):
+    """Returns a labelled train or test set for attentive probes.
+
+    - `"digits"`: the 10 digit classes, a fixed seeded split (30% test) of
+      the 1,797 images, resized to `image_size` (default 16).
+    - `"photos"`: which of the 21 built-in photos a crop comes from.
+      `crops_per_image` crops of `image_size` (default 32) per photo, each
+      photo resized to a short side of `photo_size` (default
+      `4 * image_size`); train crops lie in the left 70% of the columns and
+      test crops in the right 30% (`photo_region`, `photo_crop_boxes`), so
+      the two splits share no pixel.
+    - a folder with one subfolder per class (sorted names are the labels),
+      optionally already split into `train/` and `test/`; otherwise a
+      seeded per-class split with `test_fraction` for test. Images are
+      resized (short side) and centre-cropped to `image_size` (default
+      224).
+
+    Images get no augmentation; they are normalised with the ImageNet
+    statistics.
+
+    Args:
+        source: `"digits"`, `"photos"` or a class-per-subfolder folder.
+        split: `"train"` or `"test"`.
+        image_size: int or `(height, width)`.
+        crops_per_image: int, crops per photo (`"photos"`). Defaults to 64.
+        photo_size: int, short side of the resized photos (`"photos"`).
+        test_fraction: float, the share of the test split (of the images,
+            or of each photo's columns). Defaults to 0.3.
+        seed: int; seeds the photo crop positions and the folder split
+            (the digits split is fixed).
+        batch_size: int, or `None` to get NumPy arrays.
+
+    Returns:
+        `(images, labels)`: float32 `(N, H, W, 3)` and int32 `(N,)` NumPy
+        arrays, or a `tf.data.Dataset` of such batches when `batch_size` is
+        given.
+
+    Example:
+
+    >>> images, labels = probe_dataset("digits", "test")
+    >>> images.shape, labels.shape
+    ((539, 16, 16, 3), (539,))
+    """
+    _check_split(split)
+    _check_fraction(test_fraction)
+    if batch_size is not None:
+        batch_size = positive_int(batch_size, "batch_size")
+    if not isinstance(source, (str, os.PathLike)):
+        raise ValueError(
+            "`source` must be 'digits', 'photos' or a folder with one "
+            f"subfolder per class. Received: source={source!r}"
+        )
+    source = os.fspath(source)
+    kind = _source_kind(source)
+    if kind == "tfds":
+        raise ValueError(
+            "probe_dataset supports 'digits', 'photos' and class folders; "
+            f"for tensorflow-datasets use evaluation_dataset. Received: "
+            f"source={source!r}"
+        )
+    default_size = {"digits": 16, "photos": 32, "folder": 224}[kind]
+    size = _image_size(default_size if image_size is None else image_size)
+    tf = _tf()
+    if kind == "digits":
+        images, labels = load_digits_images(size)
+        index = _digits_split(len(images), split, test_fraction)
+        images = normalize(images[index]).numpy()
+        labels = labels[index].astype("int32")
+    elif kind == "photos":
+        photo_size = _photo_size(photo_size, size)
+        labels, boxes = photo_crop_boxes(
+            split, size, crops_per_image, photo_size, test_fraction, seed
+        )
+        photos = _resized_photos(photo_size)
+        crops = np.stack(
+            [photos[k][t:b, x:r] for k, (t, x, b, r) in zip(labels, boxes)]
+        )
+        images = normalize(crops).numpy()
+    else:
+        files, labels, _ = _class_folder(source, split, test_fraction, seed)
+        if not files:
+            raise ValueError(
+                f"The {split} split of `source`={source!r} is empty."
+            )
+        dataset = tf.data.Dataset.from_tensor_slices((files, labels)).map(
+            lambda path, label: (
+                evaluation_transform(_read_image(path), min(size), size),
+                label,
+            ),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+        if batch_size is not None:
+            return _batched(dataset, batch_size, False)
+        images = np.stack([x.numpy() for x, _ in dataset])
+    if batch_size is not None:
+        dataset = tf.data.Dataset.from_tensor_slices((images, labels))
+        return _batched(dataset, batch_size, False)
+    return images, labels
+
+
+def evaluation_dataset(
+    source,
+    labels=None,
+    resize_size=256,
+    crop_size=224,
+    batch_size=32,
+    interpolation="bicubic",
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+    data_dir=None,
+    image_key="image",
+    label_key="label",
+):
+    """Builds a batched evaluation stream with the AIM evaluation transform.
+
+    Each image goes through `evaluation_transform` (short side to
+    `resize_size`, bicubic; centre crop `crop_size`; ImageNet
+    normalisation). The order is kept; nothing is shuffled.
+
+    Args:
+        source: a folder of images (searched recursively, sorted paths),
+            `"tfds:NAME[:SPLIT]"` (split defaults to "test"), a uint8 array
+            `(N, H, W, C)`, or a list of `(H, W, C)` arrays of any sizes.
+        labels: for arrays, a sequence of `N` int labels; for folders,
+            `"inferred"` to label by the first-level subfolder (sorted
+            class names); for tfds, `"inferred"` to read `label_key`; or
+            `None` for images only.
+        resize_size: int short side, or `None`. Defaults to 256.
+        crop_size: int or `(height, width)`, or `None`. Defaults to 224.
+        batch_size: int. Defaults to 32.
+        interpolation: a `tf.image.resize` method. Defaults to `"bicubic"`.
+        mean: per-channel mean. Defaults to the ImageNet mean.
+        std: per-channel standard deviation. Defaults to the ImageNet std.
+        data_dir: tensorflow-datasets data folder (`"tfds:..."`).
+        image_key: the image feature of a tfds dataset.
+        label_key: the label feature of a tfds dataset.
+
+    Returns:
+        A `tf.data.Dataset` of float32 `(B, crop_h, crop_w, C)` batches, or
+        of `(images, labels)` when labels are given.
+
+    Example:
+
+    >>> import numpy as np
+    >>> images = np.zeros((3, 300, 400, 3), "uint8")
+    >>> dataset = evaluation_dataset(images, batch_size=2)
+    >>> [tuple(x.shape) for x in dataset]
+    [(2, 224, 224, 3), (1, 224, 224, 3)]
+    """
+    tf = _tf()
+    batch_size = positive_int(batch_size, "batch_size")
+    resize_size, crop = _evaluation_args(resize_size, crop_size)
+    transform = functools.partial(
+        evaluation_transform,
+        resize_size=resize_size,
+        crop_size=crop,
+        interpolation=interpolation,
+        mean=mean,
+        std=std,
+    )
+    if labels not in (None, "inferred") and isinstance(labels, str):
+        raise ValueError(
+            "`labels` must be None, 'inferred' or a sequence of ints. "
+            f"Received: labels={labels!r}"
+        )
+    if isinstance(source, (str, os.PathLike)):
+        source = os.fspath(source)
+        if source.startswith("tfds:"):
+            name, split = _parse_tfds(source)
+            dataset = _load_tfds(name, split or "test", data_dir)
+            if labels == "inferred":
+                dataset = dataset.map(
+                    lambda ex: (
+                        transform(_to_rgb(ex[image_key])),
+                        ex[label_key],
+                    )
+                )
+            elif labels is None:
+                dataset = dataset.map(
+                    lambda ex: transform(_to_rgb(ex[image_key]))
+                )
+            else:
+                raise ValueError(
+                    "For a tfds `source`, `labels` must be None or "
+                    f"'inferred'. Received: labels={labels!r}"
+                )
+            return _batched(dataset, batch_size, False)
+        if not os.path.isdir(source):
+            raise ValueError(
+                "`source` must be an image folder, 'tfds:NAME[:SPLIT]' or "
+                f"an array of images. Received: source={source!r}"
+            )
+        files = _folder_files(source)
+        if labels == "inferred":
+            names = sorted(
+                {os.path.relpath(f, source).split(os.sep)[0] for f in files}
+            )
+            if any(os.sep not in os.path.relpath(f, source) for f in files):
+                raise ValueError(
+                    "`labels='inferred'` needs every image inside a class "
+                    f"subfolder of `source`={source!r}; some are at its top "
+                    "level."
+                )
+            label_values = [
+                names.index(os.path.relpath(f, source).split(os.sep)[0])
+                for f in files
+            ]
+            dataset = tf.data.Dataset.from_tensor_slices((files, label_values))
+            dataset = dataset.map(
+                lambda path, label: (transform(_read_image(path)), label),
+                num_parallel_calls=tf.data.AUTOTUNE,
+            )
+        elif labels is None:
+            dataset = tf.data.Dataset.from_tensor_slices(files).map(
+                lambda path: transform(_read_image(path)),
+                num_parallel_calls=tf.data.AUTOTUNE,
+            )
+        else:
+            raise ValueError(
+                "For a folder `source`, `labels` must be None or 'inferred'. "
+                f"Received: labels={labels!r}"
+            )
+        return _batched(dataset, batch_size, False)
+    if isinstance(source, np.ndarray) and source.ndim == 4:
+        dataset = tf.data.Dataset.from_tensor_slices(source)
+        num_images = len(source)
+    elif isinstance(source, (list, tuple)) and all(
+        np.ndim(image) == 3 for image in source
+    ):
+        images = [np.asarray(image) for image in source]
+        dtypes = {image.dtype for image in images}
+        if len(dtypes) != 1:
+            raise ValueError(
+                f"All images in `source` must share a dtype; got {dtypes}."
+            )
+        dataset = tf.data.Dataset.from_generator(
+            lambda: iter(images),
+            output_signature=tf.TensorSpec(
+                (None, None, images[0].shape[-1]), images[0].dtype
+            ),
+        )
+        num_images = len(images)
+    else:
+        raise ValueError(
+            "`source` must be an image folder, 'tfds:NAME[:SPLIT]', an array "
+            "(N, H, W, C) or a list of (H, W, C) arrays. Received: "
+            f"{type(source).__name__} of shape {np.shape(source)}"
+        )
+    dataset = dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
+    if labels is not None:
+        if isinstance(labels, str):
+            raise ValueError(
+                "For array `source`, `labels` must be a sequence of ints. "
+                f"Received: labels={labels!r}"
+            )
+        labels = np.asarray(labels)
+        if labels.shape != (num_images,):
+            raise ValueError(
+                f"`labels` must have one entry per image ({num_images}). "
+                f"Received: labels of shape {labels.shape}"
+            )
+        dataset = tf.data.Dataset.zip(
+            (dataset, tf.data.Dataset.from_tensor_slices(labels))
+        )
+    return _batched(dataset, batch_size, False)

@@ -1,0 +1,153 @@
+"""Image folders, tensorflow-datasets sources and image reading."""
+
+import os
+
+import numpy as np
+
+from keras_aim.data._common import SPLITS
+from keras_aim.data._common import _tf
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def list_image_files(folder):
+    """Lists the image files under `folder`, recursively, sorted.
+
+    Args:
+        folder: str, a directory.
+
+    Returns:
+        A sorted list of paths ending in .jpg, .jpeg, .png or .bmp (any
+        case).
+
+    Example:
+
+    >>> import tempfile
+    >>> list_image_files(tempfile.mkdtemp())
+    []
+    """
+    if not os.path.isdir(folder):
+        raise ValueError(f"`{folder}` is not a directory.")
+    files = []
+    for root, dirs, names in os.walk(folder):
+        dirs.sort()
+        for name in sorted(names):
+            if name.lower().endswith(IMAGE_EXTENSIONS):
+                files.append(os.path.join(root, name))
+    return sorted(files)
+
+
+def _folder_files(folder, argument="source"):
+    files = list_image_files(folder)
+    if not files:
+        raise ValueError(
+            f"`{argument}`={folder!r} is a folder without images: no files "
+            f"ending in {IMAGE_EXTENSIONS} were found under it."
+        )
+    return files
+
+
+def _class_folder(folder, split, test_fraction, seed):
+    """Returns `(files, labels, class_names)` of a one-folder-per-class tree.
+
+    If `folder` has `train/` or `test/` subfolders, `folder/split` is used
+    as is; otherwise each class's files are split with a seeded permutation,
+    `test_fraction` of them for test.
+    """
+    root = folder
+    presplit = any(os.path.isdir(os.path.join(folder, s)) for s in SPLITS)
+    if presplit:
+        root = os.path.join(folder, split)
+        if not os.path.isdir(root):
+            raise ValueError(
+                f"`source`={folder!r} has a train/ or test/ subfolder but no "
+                f"{split}/ subfolder for split={split!r}."
+            )
+    class_names = sorted(
+        name
+        for name in os.listdir(root)
+        if os.path.isdir(os.path.join(root, name))
+        and list_image_files(os.path.join(root, name))
+    )
+    if not class_names:
+        raise ValueError(
+            f"`source`={folder!r} needs one subfolder of images per class "
+            "(optionally under train/ and test/); found none."
+        )
+    files, labels = [], []
+    rng = np.random.RandomState(seed)
+    for label, name in enumerate(class_names):
+        class_files = list_image_files(os.path.join(root, name))
+        if not presplit:
+            order = rng.permutation(len(class_files))
+            num_test = int(round(len(class_files) * test_fraction))
+            chosen = order[num_test:] if split == "train" else order[:num_test]
+            class_files = [class_files[i] for i in sorted(chosen)]
+        files.extend(class_files)
+        labels.extend([label] * len(class_files))
+    return files, np.asarray(labels, "int32"), class_names
+
+
+def _read_image(path):
+    tf = _tf()
+    image = tf.io.decode_image(
+        tf.io.read_file(path), channels=3, expand_animations=False
+    )
+    return tf.ensure_shape(image, (None, None, 3))
+
+
+def _to_rgb(image):
+    """Makes a decoded image 3-channel (grey replicated, alpha dropped)."""
+    tf = _tf()
+    channels = image.shape[-1]
+    if channels == 1:
+        return tf.tile(image, [1, 1, 3])
+    if channels == 4:
+        return image[..., :3]
+    if channels == 3:
+        return image
+    raise ValueError(
+        f"Images must have 1, 3 or 4 channels; got shape {image.shape}."
+    )
+
+
+def _parse_tfds(source):
+    parts = source.split(":")
+    if len(parts) not in (2, 3) or not parts[1]:
+        raise ValueError(
+            "A tensorflow-datasets `source` is written 'tfds:NAME' or "
+            f"'tfds:NAME:SPLIT'. Received: source={source!r}"
+        )
+    return parts[1], parts[2] if len(parts) == 3 and parts[2] else None
+
+
+def _load_tfds(name, split, data_dir):
+    """Loads a prepared tensorflow-datasets split without downloading."""
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as e:
+        raise ImportError(
+            "`source='tfds:...'` needs tensorflow-datasets: "
+            "`pip install keras-aim[data]`."
+        ) from e
+    try:
+        return tfds.load(
+            name,
+            split=split,
+            data_dir=data_dir,
+            download=False,
+            shuffle_files=False,
+        )
+    except tfds.core.DatasetNotFoundError:
+        raise ValueError(
+            f"tensorflow-datasets has no dataset named {name!r} "
+            "(see `tfds.list_builders()`)."
+        ) from None
+    except (AssertionError, FileNotFoundError) as e:
+        raise ValueError(
+            f"The tensorflow-datasets dataset {name!r} (split {split!r}) is "
+            f"not prepared in data_dir={data_dir!r}, and keras_aim never "
+            "downloads. Prepare it first, e.g. `tfds.builder(name, "
+            "data_dir=...).download_and_prepare()` (or `tfds build`), then "
+            f"pass that data_dir. Original error: {e}"
+        ) from e
