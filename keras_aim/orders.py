@@ -10,21 +10,13 @@ raster order is reordered with `take(x, order, axis=1)`.
 
 import numpy as np
 
+from keras_aim.validation import positive_int
+
 TOKEN_ORDERS = ("raster", "spiral", "checkerboard", "random")
 
 
 def _check_grid(grid_h, grid_w):
-    for name, value in (("grid_h", grid_h), ("grid_w", grid_w)):
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, np.integer))
-            or value <= 0
-        ):
-            raise ValueError(
-                f"`{name}` must be a positive integer (patches per side); "
-                f"got {value!r}."
-            )
-    return int(grid_h), int(grid_w)
+    return positive_int(grid_h, "grid_h"), positive_int(grid_w, "grid_w")
 
 
 def spiral_order(grid_h, grid_w):

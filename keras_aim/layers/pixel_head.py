@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_aim.layers.position_embedding import sincos_2d_position_embedding
+from keras_aim.validation import positive_int
 
 
 @keras.saving.register_keras_serializable(package="keras_aim")
@@ -54,19 +55,9 @@ class AIMPixelHead(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        for name, value, low in (
-            ("hidden_dim", hidden_dim, 1),
-            ("output_dim", output_dim, 1),
-            ("num_layers", num_layers, 0),
-        ):
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int)
-                or value < low
-            ):
-                raise ValueError(
-                    f"`{name}` must be an integer >= {low}; got {value!r}."
-                )
+        hidden_dim = positive_int(hidden_dim, "hidden_dim")
+        output_dim = positive_int(output_dim, "output_dim")
+        num_layers = positive_int(num_layers, "num_layers", minimum=0)
         if num_layers > 0 and hidden_dim % 4 != 0:
             raise ValueError(
                 "`hidden_dim` of the pixel head must be divisible by 4 for "

@@ -7,6 +7,7 @@ from keras_aim.layers.patch_embedding import AIMPatchEmbedding
 from keras_aim.layers.position_embedding import SinCos2DPositionEmbedding
 from keras_aim.layers.transformer_block import AIMTransformerBlock
 from keras_aim.models.preset_mixin import PresetMixin
+from keras_aim.validation import positive_int
 
 
 def check_image_shape(shape, patch_size, num_channels, built_shape=None):
@@ -275,10 +276,7 @@ def _check_config(image_shape, patch_size, hidden_dim, num_layers, num_heads):
         ("num_layers", num_layers),
         ("num_heads", num_heads),
     ):
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ValueError(
-                f"`{name}` must be a positive integer; got {value!r}."
-            )
+        positive_int(value, name)
     if hidden_dim % num_heads != 0:
         raise ValueError(
             f"`num_heads`={num_heads} does not divide `hidden_dim`="
