@@ -1,6 +1,6 @@
 """Peak memory of loading and converting a released AIM checkpoint.
 
-`keras_aim.checkpoints` streams a checkpoint into a Keras model one tensor
+`keras_aim.conversion` streams a checkpoint into a Keras model one tensor
 at a time, so its peak memory should stay near ONE copy of the model (one
 bfloat16 copy when `dtype="bfloat16"`, with no float32 copy). This script
 writes a random checkpoint in the released hub layout (`config.json` +
@@ -379,16 +379,16 @@ def run_worker(case, folder, workdir):
     elif case == "naive_f32":
         from safetensors.numpy import load_file
 
-        from keras_aim import checkpoints
+        from keras_aim import conversion
 
-        path = os.path.join(folder, checkpoints.HUB_WEIGHTS_FILE)
+        path = os.path.join(folder, conversion.HUB_WEIGHTS_FILE)
         try:
             state_dict = load_file(path)
         except Exception:  # NumPy has no bfloat16: go through the reader.
-            with checkpoints.open_state_dict(path) as reader:
+            with conversion.open_state_dict(path) as reader:
                 state_dict = {k: reader.get(k) for k in reader.keys()}
         model = keras_aim.AIMBackbone.from_preset(folder, load_weights=False)
-        checkpoints.load_released_weights(model, state_dict)
+        conversion.load_released_weights(model, state_dict)
     elif case != "import":
         raise ValueError(f"Unknown worker case {case!r}.")
     info = {"model_bytes": None if model is None else _model_bytes(model)}

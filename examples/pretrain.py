@@ -34,8 +34,11 @@ from absl import app
 from absl import flags
 from absl import logging
 
-EXIT_BAD_SETTINGS = 2
-EXIT_DIVERGED = 3
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import example_utils  # noqa: E402
+
+EXIT_BAD_SETTINGS = example_utils.EXIT_BAD_SETTINGS
+EXIT_DIVERGED = example_utils.EXIT_DIVERGED
 
 # Flag defaults; `run(**overrides)` takes the same names.
 DEFAULTS = dict(
@@ -61,6 +64,7 @@ DEFAULTS = dict(
     seed=0,
     output_dir="runs/pretrain",
     checkpoint_every=100,
+    log_every=10,
     keep_checkpoints=2,
     resume=True,
     mixed_precision=False,
@@ -71,6 +75,7 @@ DEFAULTS = dict(
 NOT_IN_FINGERPRINT = (
     "output_dir",
     "checkpoint_every",
+    "log_every",
     "keep_checkpoints",
     "resume",
     "num_preview",
@@ -150,6 +155,12 @@ flags.DEFINE_integer(
     "checkpoint_every", d["checkpoint_every"], "Steps between checkpoints."
 )
 flags.DEFINE_integer(
+    "log_every",
+    d["log_every"],
+    "Steps per log.csv row (their mean loss); 1 logs every step. Between "
+    "rows the steps run with no host transfer.",
+)
+flags.DEFINE_integer(
     "keep_checkpoints", d["keep_checkpoints"], "Checkpoints to keep."
 )
 flags.DEFINE_boolean(
@@ -198,8 +209,10 @@ def run(callbacks=(), **overrides):
     from keras_aim.models.pretrainer import AIMPretrainer
 
     source = config["dataset"]
-    image_size = config["image_size"] or training.default_image_size(source)
-    total_steps = training.resolve_steps(
+    image_size = config["image_size"] or example_utils.default_image_size(
+        source
+    )
+    total_steps = example_utils.resolve_steps(
         source,
         config["batch_size"],
         config["steps"],
@@ -278,6 +291,7 @@ def run(callbacks=(), **overrides):
             max_to_keep=config["keep_checkpoints"],
             callbacks=callbacks,
             verbose=config["verbose"],
+            log_every=config["log_every"],
         )
         summary = {
             "backend": keras.backend.backend(),
@@ -296,7 +310,7 @@ def run(callbacks=(), **overrides):
         }
         if result.interrupted is None:
             summary["files"].update(
-                training.write_report(
+                write_report(
                     pretrainer,
                     source,
                     image_size,
@@ -314,6 +328,43 @@ def run(callbacks=(), **overrides):
         return summary
     finally:
         keras.config.set_dtype_policy(previous_policy)
+
+
+def write_report(
+    pretrainer, source, image_size, output_dir, num_preview=8, seed=0
+):
+    """Writes the loss curve, the reconstruction grid and the backbone.
+
+    Returns:
+        `{"loss_plot": path, "reconstructions": path, "backbone": path}`.
+    """
+    from keras_aim import plots
+    from keras_aim import training
+    from keras_aim.callbacks import ReconstructionGrid
+
+    files = {
+        "loss_plot": plots.plot_loss_curve(
+            os.path.join(output_dir, training.LOG_FILE),
+            os.path.join(output_dir, "loss.png"),
+        )
+    }
+    if num_preview:
+        images, what = example_utils.held_out_images(
+            source, image_size, num_preview, seed
+        )
+        grid = ReconstructionGrid(
+            images,
+            os.path.join(output_dir, "reconstructions.png"),
+            title=f"{what}: original | next-patch prediction (causal; each "
+            "patch de-normalised with its target's mean and std)",
+        )
+        grid.set_model(pretrainer)
+        grid.on_epoch_end(0)
+        files["reconstructions"] = grid.written[-1]
+    backbone_dir = os.path.join(output_dir, "backbone")
+    pretrainer.backbone.save_to_preset(backbone_dir)
+    files["backbone"] = backbone_dir
+    return files
 
 
 def print_summary(summary):

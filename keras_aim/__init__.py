@@ -6,8 +6,7 @@ next-patch objective, probe and fine-tune them on JAX, PyTorch or TensorFlow
 Models", ICML 2024).
 """
 
-__version__ = "0.1.0"
-
+from keras_aim import callbacks
 from keras_aim import data
 from keras_aim import layers
 from keras_aim import losses
@@ -18,6 +17,7 @@ from keras_aim.models.classifier import AIMImageClassifier
 from keras_aim.models.pretrainer import AIMPretrainer
 from keras_aim.preprocessing import AIMImageConverter
 from keras_aim.presets import PRESETS
+from keras_aim.version import __version__
 
 __all__ = [
     "AIMBackbone",
@@ -25,6 +25,8 @@ __all__ = [
     "AIMImageConverter",
     "AIMPretrainer",
     "PRESETS",
+    "__version__",
+    "callbacks",
     "data",
     "layers",
     "losses",

@@ -27,6 +27,14 @@ import argparse
 import os
 import sys
 
+from keras_aim import presets
+from keras_aim.conversion.loader import ReleasedCheckpointLoader
+from keras_aim.conversion.readers import open_state_dict
+from keras_aim.conversion.released import has_head
+from keras_aim.conversion.released import infer_config
+from keras_aim.models.backbone import AIMBackbone
+from keras_aim.models.classifier import AIMImageClassifier
+
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -140,9 +148,6 @@ def _check_against_preset(name, spec, inferred):
 
 def convert(args):
     """Runs the conversion for parsed arguments; returns the model."""
-    from keras_aim import checkpoints
-    from keras_aim import presets
-
     if args.dtype not in DTYPES:
         raise ValueError(
             f"--dtype must be one of {', '.join(DTYPES)}; got {args.dtype!r}."
@@ -161,45 +166,38 @@ def convert(args):
     source = os.fspath(args.source)
     if not os.path.exists(source):
         raise FileNotFoundError(f"SOURCE {source} does not exist.")
-    dtype = None if args.dtype == "float32" else args.dtype
-
     if os.path.isdir(source):
         if args.head is not None:
             raise ValueError(
                 "--head goes with a backbone .pth file; a hub folder holds "
                 "its head inside model.safetensors."
             )
-        config = checkpoints.read_hub_config(source)
-        weights = os.path.join(source, checkpoints.HUB_WEIGHTS_FILE)
-        with checkpoints.open_state_dict(weights) as reader:
-            inferred = checkpoints.infer_config(reader)
-        if spec is not None:
-            _check_against_preset(args.preset, spec, inferred)
-        num_heads = _resolve_num_heads(args, spec, config.get("num_heads"))
-        model = checkpoints.load_hub_folder(
-            source,
-            num_heads=num_heads,
-            image_shape=_image_shape(args.image_size, inferred["num_channels"]),
-            dtype=dtype,
-            probe_layers=probe_layers,
-        )
+        loader = ReleasedCheckpointLoader.from_hub_folder(source)
     else:
         if args.head is not None and not os.path.isfile(args.head):
             raise FileNotFoundError(f"--head {args.head} does not exist.")
-        paths = [source] + ([args.head] if args.head else [])
-        with checkpoints.open_state_dict(*paths) as reader:
-            inferred = checkpoints.infer_config(reader)
-        if spec is not None:
-            _check_against_preset(args.preset, spec, inferred)
-        num_heads = _resolve_num_heads(args, spec, None)
-        model = checkpoints.load_pth_checkpoint(
-            source,
-            head_path=args.head,
-            num_heads=num_heads,
-            image_shape=_image_shape(args.image_size, inferred["num_channels"]),
-            dtype=dtype,
-            probe_layers=probe_layers,
+        loader = ReleasedCheckpointLoader.from_pth(source, args.head)
+    with open_state_dict(*loader.paths) as reader:
+        inferred = infer_config(reader)
+        with_head = has_head(reader.keys())
+    if spec is not None:
+        _check_against_preset(args.preset, spec, inferred)
+    loader.num_heads = _resolve_num_heads(args, spec, loader.num_heads)
+    options = dict(
+        image_shape=_image_shape(args.image_size, inferred["num_channels"]),
+        dtype=None if args.dtype == "float32" else args.dtype,
+    )
+    if with_head:
+        model = loader.load_task(
+            AIMImageClassifier, probe_layers=probe_layers, **options
         )
+    elif probe_layers is not None:
+        raise ValueError(
+            "--probe-layers chooses the blocks of a classification head, but "
+            f"{source} has no head tensors; pass --head HEAD.pth."
+        )
+    else:
+        model = loader.load_backbone(AIMBackbone, **options)
     model.save_to_preset(output)
     return model
 

@@ -1,9 +1,6 @@
 """The AIM pre-training optimizer: AdamW with warm-up and cosine decay."""
 
-import math
-
 import keras
-from keras import ops
 
 from keras_aim.validation import positive_int
 
@@ -20,9 +17,10 @@ NO_WEIGHT_DECAY_NAMES = (
 )
 
 
-@keras.saving.register_keras_serializable(package="keras_aim")
-class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warm-up from 0, then cosine decay to a final learning rate.
+def warmup_cosine_decay(
+    peak_learning_rate, total_steps, warmup_steps, final_learning_rate=0.0
+):
+    """Keras' `CosineDecay`: linear warm-up from 0, then cosine decay.
 
     For step `s` (the optimizer's iteration counter, starting at 0):
     `peak * s / warmup_steps` while `s < warmup_steps`, then
@@ -38,60 +36,47 @@ class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
         final_learning_rate: float, the rate reached at `total_steps` and
             kept afterwards. Defaults to 0.
 
+    Returns:
+        A `keras.optimizers.schedules.CosineDecay`.
+
     Example:
 
-    >>> schedule = WarmupCosineDecay(1.0, total_steps=10, warmup_steps=2)
+    >>> schedule = warmup_cosine_decay(1.0, total_steps=10, warmup_steps=2)
     >>> [round(float(schedule(s)), 3) for s in (0, 1, 2, 6, 10)]
     [0.0, 0.5, 1.0, 0.5, 0.0]
     """
-
-    def __init__(
-        self,
-        peak_learning_rate,
-        total_steps,
-        warmup_steps,
-        final_learning_rate=0.0,
-        name="warmup_cosine_decay",
+    total_steps = positive_int(total_steps, "total_steps")
+    if (
+        isinstance(warmup_steps, bool)
+        or not isinstance(warmup_steps, int)
+        or not 0 <= warmup_steps <= total_steps
     ):
-        total_steps = positive_int(total_steps, "total_steps")
-        if (
-            isinstance(warmup_steps, bool)
-            or not isinstance(warmup_steps, int)
-            or not 0 <= warmup_steps <= total_steps
-        ):
-            raise ValueError(
-                "`warmup_steps` must be an integer in [0, total_steps="
-                f"{total_steps}]; got {warmup_steps!r}."
-            )
-        self.peak_learning_rate = float(peak_learning_rate)
-        self.total_steps = total_steps
-        self.warmup_steps = warmup_steps
-        self.final_learning_rate = float(final_learning_rate)
-        self.name = name
-
-    def __call__(self, step):
-        step = ops.cast(step, "float32")
-        peak = self.peak_learning_rate
-        final = self.final_learning_rate
-        warmup = float(self.warmup_steps)
-        decay_steps = float(max(self.total_steps - self.warmup_steps, 1))
-        progress = ops.clip((step - warmup) / decay_steps, 0.0, 1.0)
-        cosine = final + (peak - final) * 0.5 * (
-            1.0 + ops.cos(math.pi * progress)
+        raise ValueError(
+            "`warmup_steps` must be an integer in [0, total_steps="
+            f"{total_steps}]; got {warmup_steps!r}."
         )
-        if self.warmup_steps == 0:
-            return cosine
-        warming = peak * step / warmup
-        return ops.where(step < warmup, warming, cosine)
+    peak = float(peak_learning_rate)
+    final = float(final_learning_rate)
+    alpha = final / peak if peak else 0.0
+    decay_steps = max(total_steps - warmup_steps, 1)
+    if warmup_steps == 0:
+        return keras.optimizers.schedules.CosineDecay(
+            peak, decay_steps, alpha=alpha
+        )
+    return keras.optimizers.schedules.CosineDecay(
+        0.0,
+        decay_steps,
+        alpha=alpha,
+        warmup_target=peak,
+        warmup_steps=warmup_steps,
+    )
 
-    def get_config(self):
-        return {
-            "peak_learning_rate": self.peak_learning_rate,
-            "total_steps": self.total_steps,
-            "warmup_steps": self.warmup_steps,
-            "final_learning_rate": self.final_learning_rate,
-            "name": self.name,
-        }
+
+def peak_learning_rate(schedule):
+    """The peak learning rate of a `warmup_cosine_decay` schedule."""
+    if schedule.warmup_target is not None:
+        return float(schedule.warmup_target)
+    return float(schedule.initial_learning_rate)
 
 
 @keras.saving.register_keras_serializable(package="keras_aim")
@@ -181,7 +166,8 @@ def pretraining_optimizer(
     effective batch (`batch_size * gradient_accumulation_steps`) over
     `base_batch_size` (the paper: 1e-3 at 4096). It warms up linearly from
     0 over `round(warmup_fraction * total_steps)` steps, then decays with a
-    cosine to `final_learning_rate` (`WarmupCosineDecay`). Gradients are
+    cosine to `final_learning_rate` (Keras' `CosineDecay`, see
+    `warmup_cosine_decay`). Gradients are
     clipped to a global norm of `global_clipnorm`. Weight decay is not
     applied to variables whose name contains one of `NO_WEIGHT_DECAY_NAMES`
     (biases, LayerNorm gamma/beta, position embeddings, the probe query).
@@ -213,7 +199,7 @@ def pretraining_optimizer(
     >>> optimizer = pretraining_optimizer(total_steps=1000, batch_size=256)
     >>> float(optimizer.learning_rate)  # step 0: the warm-up starts at 0
     0.0
-    >>> optimizer.learning_rate_schedule.peak_learning_rate  # 1e-3 * 256/4096
+    >>> peak_learning_rate(optimizer.learning_rate_schedule)  # 1e-3*256/4096
     6.25e-05
     """
     total_steps = positive_int(total_steps, "total_steps")
@@ -233,11 +219,11 @@ def pretraining_optimizer(
         base_batch_size,
         gradient_accumulation_steps,
     )
-    schedule = WarmupCosineDecay(
-        peak_learning_rate=peak,
-        total_steps=total_steps,
-        warmup_steps=int(round(float(warmup_fraction) * total_steps)),
-        final_learning_rate=final_learning_rate,
+    schedule = warmup_cosine_decay(
+        peak,
+        total_steps,
+        int(round(float(warmup_fraction) * total_steps)),
+        final_learning_rate,
     )
     return PretrainingAdamW(
         learning_rate=schedule,

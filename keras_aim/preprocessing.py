@@ -1,11 +1,9 @@
-"""The AIM evaluation transform as a backend-agnostic Keras layer.
+"""The AIM evaluation transform (El-Nouby et al., ICML 2024), written once.
 
-AIM (El-Nouby et al., "Scalable Pre-training of Large Autoregressive Image
-Models", ICML 2024) evaluates at 224x224: the short side is resized to 256
-(bicubic), the centre 224x224 is cropped and the pixels are normalised with
-the ImageNet mean and standard deviation. `AIMImageConverter` does exactly
-that with `keras.ops`, so it runs inside `predict` on JAX, PyTorch and
-TensorFlow, and it travels with a preset as `image_converter.json`.
+Short side to 256 (bicubic), centre crop 224, ImageNet mean and std.
+`AIMImageConverter` runs it with `keras.ops` inside models on every backend
+and with `tf` ops in `tf.data` pipelines (`tf_transform`); it travels with
+a preset as `image_converter.json`.
 """
 
 import json
@@ -67,28 +65,36 @@ def _channel_values(value, name):
     return values
 
 
-def short_side_resize_shape(height, width, resize_size):
+def _select(condition, if_true, if_false):
+    return if_true if condition else if_false
+
+
+def short_side_resize_shape(height, width, resize_size, select=_select):
     """Returns the `(height, width)` after resizing the short side.
 
     The long side is `floor(resize_size * long / short)`, as in torchvision's
-    `Resize(int)`, so the numbers match the released evaluation.
+    `Resize(int)`, so the numbers match the released evaluation. Works on
+    Python ints, or on scalar tensors with `select=tf.where`.
 
     Args:
         height: int, the input height.
         width: int, the input width.
         resize_size: int, the target length of the short side.
+        select: `(condition, a, b) -> a or b`, for tensors.
 
     Example:
 
     >>> short_side_resize_shape(375, 500, 256)
     (256, 341)
     """
-    if height <= width:
-        return resize_size, (resize_size * width) // height
-    return (resize_size * height) // width, resize_size
+    portrait = height <= width
+    return (
+        select(portrait, resize_size, (resize_size * height) // width),
+        select(portrait, (resize_size * width) // height, resize_size),
+    )
 
 
-def center_crop_offsets(height, width, crop_height, crop_width):
+def center_crop_offsets(height, width, crop_height, crop_width, rounder=round):
     """Returns the `(top, left)` corner of a centre crop.
 
     Uses `round((size - crop) / 2)` with round-half-to-even, as torchvision's
@@ -99,13 +105,95 @@ def center_crop_offsets(height, width, crop_height, crop_width):
         width: int, the image width.
         crop_height: int, the crop height.
         crop_width: int, the crop width.
+        rounder: the half-to-even rounding to integers, for tensors.
 
     Example:
 
     >>> center_crop_offsets(256, 341, 224, 224)
     (16, 58)
     """
-    return round((height - crop_height) / 2), round((width - crop_width) / 2)
+    return (
+        rounder((height - crop_height) / 2),
+        rounder((width - crop_width) / 2),
+    )
+
+
+class _KerasOps:
+    """The transform's ops inside a model: `keras.ops`, static sizes."""
+
+    select = staticmethod(_select)
+    rounder = staticmethod(round)
+
+    @staticmethod
+    def spatial_shape(images):
+        return images.shape[-3], images.shape[-2]
+
+    @staticmethod
+    def resize(images, size, interpolation, antialias):
+        if tuple(size) == tuple(images.shape[-3:-1]):
+            return images
+        return ops.image.resize(
+            images, size, interpolation=interpolation, antialias=antialias
+        )
+
+    @staticmethod
+    def check_crop(height, width, crop, resize_size):
+        if crop[0] > height or crop[1] > width:
+            raise ValueError(
+                f"`crop_size`={crop} is larger than the resized image of "
+                f"size {(height, width)} (input resize_size={resize_size})."
+            )
+
+    round = staticmethod(ops.round)
+    clip = staticmethod(ops.clip)
+
+    @staticmethod
+    def constant(values):
+        return ops.convert_to_tensor(values, "float32")
+
+
+class _TFOps:
+    """The same ops in a `tf.data` pipeline: `tf`, per-image dynamic sizes."""
+
+    def __init__(self):
+        import tensorflow as tf
+
+        self.tf = tf
+
+    def select(self, condition, if_true, if_false):
+        return self.tf.where(condition, if_true, if_false)
+
+    def rounder(self, value):
+        return self.tf.cast(self.tf.round(value), self.tf.int32)
+
+    def spatial_shape(self, images):
+        shape = self.tf.shape(images)
+        return shape[-3], shape[-2]
+
+    def resize(self, images, size, interpolation, antialias):
+        return self.tf.image.resize(
+            images,
+            self.tf.stack(size),
+            method=interpolation,
+            antialias=antialias,
+        )
+
+    def check_crop(self, height, width, crop, resize_size):
+        self.tf.debugging.assert_greater_equal(
+            self.tf.stack([height, width]),
+            self.tf.constant(crop),
+            message=f"crop_size={crop} is larger than the resized image "
+            f"(resize_size={resize_size})",
+        )
+
+    def round(self, x):
+        return self.tf.round(x)
+
+    def clip(self, x, low, high):
+        return self.tf.clip_by_value(x, low, high)
+
+    def constant(self, values):
+        return self.tf.constant(values, self.tf.float32)
 
 
 @keras.saving.register_keras_serializable(package="keras_aim")
@@ -190,18 +278,16 @@ class AIMImageConverter(keras.layers.Layer):
                 "`mean` and `std` must have the same number of channels. "
                 f"Received: mean={mean!r}, std={std!r}"
             )
-        if isinstance(resize_size, int) and crop is not None:
-            if min(crop) > resize_size:
+        if resize_size is not None and crop is not None:
+            if isinstance(resize_size, int):  # The short side is known.
+                fits = min(crop) <= resize_size
+            else:
+                size = _pair(resize_size, "resize_size")
+                fits = crop[0] <= size[0] and crop[1] <= size[1]
+            if not fits:
                 raise ValueError(
                     f"`crop_size`={crop_size!r} is larger than the resized "
-                    f"image, whose short side is resize_size={resize_size}."
-                )
-        elif resize_size is not None and crop is not None:
-            size = _pair(resize_size, "resize_size")
-            if crop[0] > size[0] or crop[1] > size[1]:
-                raise ValueError(
-                    f"`crop_size`={crop_size!r} is larger than the resized "
-                    f"image of size resize_size={resize_size!r}."
+                    f"image (resize_size={resize_size!r})."
                 )
         if not isinstance(scale, (int, float)) or isinstance(scale, bool):
             raise ValueError(
@@ -273,43 +359,63 @@ class AIMImageConverter(keras.layers.Layer):
                 "AIMImageConverter needs static image height and width to "
                 f"resize or crop. Received images of shape {images.shape}."
             )
-        images = ops.cast(images, "float32")
-        if self.resize_size is not None:
-            new_height, new_width = self._resized_shape(height, width)
-            if (new_height, new_width) != (height, width):
-                images = ops.image.resize(
-                    images,
-                    (new_height, new_width),
-                    interpolation=self.interpolation,
-                    antialias=self.antialias,
-                )
-                if "int" in input_dtype:
-                    images = ops.clip(ops.round(images), 0.0, 255.0)
-            height, width = new_height, new_width
-        if self.crop_size is not None:
-            crop_height, crop_width = self.crop_size
-            if crop_height > height or crop_width > width:
-                raise ValueError(
-                    f"`crop_size`={self.crop_size} is larger than the "
-                    f"resized image of size {(height, width)} (input "
-                    f"resize_size={self.resize_size})."
-                )
-            top, left = center_crop_offsets(
-                height, width, crop_height, crop_width
-            )
-            images = images[
-                :, top : top + crop_height, left : left + crop_width, :
-            ]
-        if self.scale != 1.0:
-            images = images * self.scale
-        if self.mean is not None:
-            images = images - ops.convert_to_tensor(self.mean, "float32")
-        if self.std is not None:
-            images = images / ops.convert_to_tensor(self.std, "float32")
+        images = self.transform(
+            ops.cast(images, "float32"), _KerasOps, "int" in input_dtype
+        )
         images = ops.cast(images, self.compute_dtype)
         if single:
             images = ops.squeeze(images, 0)
         return images
+
+    def transform(self, images, xp, integer):
+        """The evaluation transform, written once for both op sets.
+
+        `xp` is `_KerasOps` (inside a model, static sizes) or a `_TFOps`
+        (inside `tf.data`, per-image dynamic sizes); `integer` says whether
+        the input was integer (then resized pixels are rounded and clipped
+        to [0, 255], as PIL does). Works on one image or a batch.
+        """
+        height, width = xp.spatial_shape(images)
+        if self.resize_size is not None:
+            if isinstance(self.resize_size, int):
+                size = short_side_resize_shape(
+                    height, width, self.resize_size, xp.select
+                )
+            else:
+                size = self.resize_size
+            images = xp.resize(images, size, self.interpolation, self.antialias)
+            if integer:
+                images = xp.clip(xp.round(images), 0.0, 255.0)
+            height, width = size
+        if self.crop_size is not None:
+            crop_height, crop_width = self.crop_size
+            xp.check_crop(height, width, self.crop_size, self.resize_size)
+            top, left = center_crop_offsets(
+                height, width, crop_height, crop_width, xp.rounder
+            )
+            images = images[
+                ..., top : top + crop_height, left : left + crop_width, :
+            ]
+        if self.scale != 1.0:
+            images = images * self.scale
+        if self.mean is not None:
+            images = images - xp.constant(self.mean)
+        if self.std is not None:
+            images = images / xp.constant(self.std)
+        return images
+
+    def tf_transform(self, image):
+        """The same transform with TensorFlow ops, for `tf.data.map`.
+
+        Takes one `(H, W, C)` image (or a batch) of any size, with values in
+        [0, 255]; returns float32. Use it to feed a model the images its own
+        converter would make, e.g. `dataset.map(converter.tf_transform)`.
+        """
+        xp = _TFOps()
+        tf = xp.tf
+        image = tf.convert_to_tensor(image)
+        integer = image.dtype.is_integer
+        return self.transform(tf.cast(image, tf.float32), xp, integer)
 
     def get_config(self):
         config = super().get_config()

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from conftest import TINY
 from conftest import to_numpy
+from harness import run_model_test
 
 import keras_aim
 
@@ -98,23 +99,19 @@ def test_bad_feature_layers(tiny_backbone, images, layers):
         tiny_backbone.extract_features(images, layers=layers)
 
 
-def test_config_round_trip_gives_same_outputs(tiny_backbone, images):
+def test_model_harness(tiny_backbone, images, tmp_path):
     config = tiny_backbone.get_config()
-    clone = keras_aim.AIMBackbone.from_config(config)
-    assert clone.get_config() == config
-    clone.set_weights(tiny_backbone.get_weights())
-    np.testing.assert_array_equal(
-        to_numpy(clone(images)), to_numpy(tiny_backbone(images))
-    )
-
-
-def test_keras_file_round_trip(tiny_backbone, images, tmp_path):
-    path = str(tmp_path / "backbone.keras")
-    tiny_backbone.save(path)
-    restored = keras.saving.load_model(path)
-    assert type(restored) is keras_aim.AIMBackbone
-    np.testing.assert_array_equal(
-        to_numpy(restored(images)), to_numpy(tiny_backbone(images))
+    assert keras_aim.AIMBackbone.from_config(config).get_config() == config
+    run_model_test(
+        tiny_backbone,
+        images,
+        (2, 49, 48),
+        tmp_path,
+        mixed_precision_model=keras_aim.AIMBackbone(
+            **TINY, dtype="mixed_bfloat16"
+        ),
+        fit_data=(images, np.zeros((2, 49, 48), "float32")),
+        compile_kwargs=dict(optimizer="sgd", loss="mse"),
     )
 
 

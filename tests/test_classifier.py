@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import to_numpy
+from harness import run_model_test
 
 import keras_aim
 
@@ -105,27 +106,26 @@ def test_fit_updates_head_and_running_statistics(classifier, images):
     assert not np.allclose(before, after)
 
 
-def test_keras_file_round_trip(classifier, images, tmp_path):
-    path = str(tmp_path / "classifier.keras")
-    classifier.save(path)
-    restored = keras.saving.load_model(path)
-    assert type(restored) is keras_aim.AIMImageClassifier
-    assert restored.probe_layers == [1, 2]
-    np.testing.assert_array_equal(
-        to_numpy(restored(images)), to_numpy(classifier(images))
-    )
-
-
-def test_mixed_precision(tiny_backbone, images):
-    backbone = keras_aim.AIMBackbone.from_config(
+def test_model_harness(classifier, tiny_backbone, images, tmp_path):
+    half = keras_aim.AIMBackbone.from_config(
         {**tiny_backbone.get_config(), "dtype": "mixed_bfloat16"}
     )
-    classifier = keras_aim.AIMImageClassifier(
-        backbone, num_classes=3, probe_layers=[2]
+    run_model_test(
+        classifier,
+        images,
+        (2, 5),
+        tmp_path,
+        mixed_precision_model=keras_aim.AIMImageClassifier(
+            half, num_classes=5, probe_layers=[1, 2]
+        ),
+        fit_data=(images, np.array([0, 3])),
+        compile_kwargs=dict(
+            optimizer="adam",
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        ),
     )
-    logits = classifier(images)
-    assert tuple(logits.shape) == (2, 3)
-    assert np.all(np.isfinite(to_numpy(logits)))
+    restored = keras_aim.AIMImageClassifier.from_config(classifier.get_config())
+    assert restored.probe_layers == [1, 2]
 
 
 def test_predict_converts_raw_images(tiny_backbone):

@@ -13,8 +13,9 @@ import keras
 import numpy as np
 import pytest
 
-from keras_aim import checkpoints
+from keras_aim import conversion
 from keras_aim import convert
+from keras_aim.conversion.loader import ReleasedCheckpointLoader
 from keras_aim.models.backbone import AIMBackbone
 from keras_aim.models.classifier import AIMImageClassifier
 from tests import reference as ref
@@ -30,6 +31,16 @@ HUB = dict(embed_dim=48, num_blocks=3, num_heads=4, patch_size=4)
 HUB_PROBE = [1, 2]
 # .pth layout: width 48, 2 blocks, 2 heads, patch 4, 16x16 images.
 PTH = dict(embed_dim=48, num_blocks=2, num_heads=2, patch_size=4)
+
+
+def load_pth(backbone_path, head_path=None, num_heads=None, **kwargs):
+    """A classifier (with a head file) or a backbone from a .pth pair."""
+    loader = ReleasedCheckpointLoader.from_pth(
+        backbone_path, head_path, num_heads=num_heads
+    )
+    if head_path is None:
+        return loader.load_backbone(AIMBackbone, **kwargs)
+    return loader.load_task(AIMImageClassifier, **kwargs)
 
 
 def to_numpy(x):
@@ -68,13 +79,13 @@ def pth(tmp_path_factory):
 @pytest.fixture(scope="module")
 def hub_model(hub):
     folder, _ = hub
-    return checkpoints.load_hub_folder(folder)
+    return AIMImageClassifier.from_preset(folder)
 
 
 @pytest.fixture(scope="module")
 def pth_model(pth):
     backbone_path, head_path, _ = pth
-    return checkpoints.load_pth_checkpoint(
+    return load_pth(
         backbone_path,
         head_path,
         num_heads=PTH["num_heads"],
@@ -131,7 +142,7 @@ def test_pth_pair_any_size_non_square(pth, pth_model):
 
 def test_pth_backbone_only(pth):
     backbone_path, _, sd = pth
-    backbone = checkpoints.load_pth_checkpoint(
+    backbone = load_pth(
         backbone_path, num_heads=PTH["num_heads"], image_shape=(None, None, 3)
     )
     assert isinstance(backbone, AIMBackbone)
@@ -166,7 +177,7 @@ def test_bfloat16_load_casts_each_tensor(hub):
     import ml_dtypes
 
     folder, sd = hub
-    model = checkpoints.load_hub_folder(folder, dtype="bfloat16")
+    model = AIMImageClassifier.from_preset(folder, dtype="bfloat16")
     assert {v.dtype for v in model.weights} == {"bfloat16"}
     for layer, key, transpose in (
         ("block_1", "trunk.blocks.1.attn.qkv.weight", True),
@@ -198,14 +209,16 @@ def test_bfloat16_stored_checkpoints(hub, tmp_path):
     torch.save(tensors, str(tmp_path / "bf16.pth"))
     key = "trunk.blocks.0.mlp.fc1.weight"
     for name in ("bf16.safetensors", "bf16.pth"):
-        with checkpoints.open_state_dict(str(tmp_path / name)) as reader:
+        with conversion.open_state_dict(str(tmp_path / name)) as reader:
             assert reader.get(key).dtype == np.float32
             np.testing.assert_array_equal(reader.get(key), rounded[key])
             kept = reader.get(key, dtype="bfloat16")
             assert kept.dtype == ml_dtypes.bfloat16
             np.testing.assert_array_equal(kept.astype(np.float32), rounded[key])
-    model = checkpoints.load_pth_checkpoint(
-        str(tmp_path / "bf16.pth"), num_heads=HUB["num_heads"], image_size=28
+    model = load_pth(
+        str(tmp_path / "bf16.pth"),
+        num_heads=HUB["num_heads"],
+        image_shape=(28, 28, 3),
     )
     x = images((2, 28, 28, 3))
     want = ref.numpy_forward(rounded, x, HUB["num_heads"])
@@ -219,7 +232,7 @@ def test_bfloat16_stored_checkpoints(hub, tmp_path):
 
 def test_infer_config_and_reader(hub):
     folder, sd = hub
-    with checkpoints.open_state_dict(
+    with conversion.open_state_dict(
         os.path.join(folder, "model.safetensors")
     ) as reader:
         assert set(reader.keys()) == set(sd)
@@ -227,7 +240,7 @@ def test_infer_config_and_reader(hub):
         np.testing.assert_array_equal(
             reader.get("head.k.weight"), sd["head.k.weight"]
         )
-        config = checkpoints.infer_config(reader)
+        config = conversion.infer_config(reader)
     assert config == {
         "patch_size": 4,
         "hidden_dim": 48,
@@ -238,9 +251,9 @@ def test_infer_config_and_reader(hub):
     }
     shapes = {k: v.shape for k, v in sd.items() if "blocks.1." not in k}
     with pytest.raises(ValueError, match=r"blocks \[1\] are missing"):
-        checkpoints.infer_config(shapes)
+        conversion.infer_config(shapes)
     with pytest.raises(ValueError, match="not an AIM checkpoint"):
-        checkpoints.infer_config({"foo.weight": (3, 3)})
+        conversion.infer_config({"foo.weight": (3, 3)})
 
 
 # ---------------------------------------------------------------------------
@@ -266,7 +279,7 @@ def test_missing_extra_and_misshaped_tensors(pth):
     bad["trunk.blocks.0.attn.extra.weight"] = np.zeros((4, 4), np.float32)
     bad["head.k.weight"] = np.zeros((48, 40), np.float32)
     with pytest.raises(ValueError) as info:
-        checkpoints.load_released_weights(model, bad)
+        conversion.load_released_weights(model, bad)
     message = str(info.value)
     assert "missing keys (1): ['trunk.blocks.1.mlp.fc2.weight']" in message
     assert "unexpected keys (1)" in message
@@ -274,11 +287,11 @@ def test_missing_extra_and_misshaped_tensors(pth):
     assert "head.k.weight: expected (48, 48), got (48, 40)" in message
     # A backbone cannot silently drop a head.
     with pytest.raises(ValueError, match="load into an AIMImageClassifier"):
-        checkpoints.load_released_weights(model.backbone, sd)
+        conversion.load_released_weights(model.backbone, sd)
     # A classifier cannot be left with a random head.
     no_head = {k: v for k, v in sd.items() if not k.startswith("head.")}
     with pytest.raises(ValueError, match="missing keys .6."):
-        checkpoints.load_released_weights(model, no_head)
+        conversion.load_released_weights(model, no_head)
 
 
 def test_truncated_files(hub, pth, tmp_path):
@@ -290,7 +303,7 @@ def test_truncated_files(hub, pth, tmp_path):
         with open(path, "wb") as f:
             f.write(data[:cut])
         with pytest.raises(ValueError, match=f"cut_{name}.safetensors"):
-            checkpoints.open_state_dict(path)
+            conversion.open_state_dict(path)
     backbone_path, _, _ = pth
     with open(backbone_path, "rb") as f:
         data = f.read()
@@ -298,24 +311,24 @@ def test_truncated_files(hub, pth, tmp_path):
     with open(path, "wb") as f:
         f.write(data[: len(data) // 2])
     with pytest.raises(ValueError, match="cut.pth"):
-        checkpoints.open_state_dict(path)
+        conversion.open_state_dict(path)
     with pytest.raises(FileNotFoundError, match="nothing.pth"):
-        checkpoints.open_state_dict(str(tmp_path / "nothing.pth"))
+        conversion.open_state_dict(str(tmp_path / "nothing.pth"))
     with pytest.raises(ValueError, match="Unknown checkpoint file type"):
-        checkpoints.open_state_dict(os.path.join(folder, "config.json"))
+        conversion.open_state_dict(os.path.join(folder, "config.json"))
 
 
 def test_bad_heads_and_inconsistent_config(hub, tmp_path):
     folder, sd = hub
     with pytest.raises(ValueError, match="num_heads`=5 must be a positive"):
-        checkpoints.load_hub_folder(folder, num_heads=5)
+        AIMImageClassifier.from_preset(folder, num_heads=5)
     config = ref.hub_config(sd, 4, img_size=28)
     config["embed_dim"] = 32
     ref.write_hub_folder(str(tmp_path / "bad"), sd, config)
     with pytest.raises(ValueError, match="embed_dim=32 but the tensors"):
-        checkpoints.load_hub_folder(str(tmp_path / "bad"))
-    with pytest.raises(FileNotFoundError, match="config.json"):
-        checkpoints.load_hub_folder(str(tmp_path))
+        AIMImageClassifier.from_preset(str(tmp_path / "bad"))
+    with pytest.raises(ValueError, match="no config.json"):
+        AIMImageClassifier.from_preset(str(tmp_path))
 
 
 def test_cli_bad_input_in_process(hub, pth, tmp_path, capsys):

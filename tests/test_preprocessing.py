@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import to_numpy
+from harness import run_layer_test
 from PIL import Image
 
 from keras_aim.preprocessing import AIMImageConverter
@@ -277,3 +278,33 @@ def test_default_image_converter_matches_the_model_input(
     for raw_shape in ((1, 300, 400, 3), (1, 400, 300, 3)):
         raw = np.zeros(raw_shape, "uint8")
         assert tuple(converter(raw).shape) == (1, *crop, 3)
+
+
+def test_layer_harness(tmp_path):
+    images = np.random.default_rng(3).uniform(0, 255, (2, 40, 60, 3))
+    run_layer_test(
+        AIMImageConverter,
+        dict(resize_size=32, crop_size=28),
+        images.astype("float32"),
+        (2, 28, 28, 3),
+        run_training=False,
+        tmp_path=tmp_path,
+    )
+
+
+def test_tf_transform_is_the_same_transform():
+    """The tf.data path runs the converter's own code with tf ops."""
+    images = np.random.default_rng(4).integers(0, 256, (3, 37, 53, 3))
+    images = images.astype("uint8")
+    for kwargs in (
+        dict(resize_size=32, crop_size=28),
+        dict(resize_size=(20, 36), crop_size=None),
+        dict(resize_size=None, crop_size=(20, 24), mean=0.5, std=0.25),
+    ):
+        converter = AIMImageConverter(**kwargs)
+        from_layer = to_numpy(converter(images))
+        for i, image in enumerate(images):
+            from_tf = np.asarray(converter.tf_transform(image))
+            assert from_tf.shape == from_layer[i].shape
+            # One or two grey levels: the backends' resize kernels round apart.
+            np.testing.assert_allclose(from_tf, from_layer[i], atol=0.04)

@@ -89,7 +89,9 @@ def test_image_shape_and_dtype_overrides(classifier_folder, images):
 
 def test_probe_layer_override_must_match_saved_head(classifier_folder):
     _, folder = classifier_folder
-    with pytest.raises(ValueError, match="trained on blocks"):
+    with pytest.raises(
+        ValueError, match="trained with probe_layers=\\[1, 2\\]"
+    ):
         keras_aim.AIMImageClassifier.from_preset(folder, probe_layers=[2])
     model = keras_aim.AIMImageClassifier.from_preset(
         folder, probe_layers=[2], load_weights=False

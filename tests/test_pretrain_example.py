@@ -2,8 +2,9 @@
 
 Tiny runs (8 steps of 8 digits, width 32, 1 block): files written, a run
 interrupted by SIGTERM and by a crash resumes onto the uninterrupted loss
-curve, a NaN loss stops with a clear error and keeps the last good
-checkpoint, an unwritable output folder fails before training.
+curve (logging every step, and in windows of several steps), a NaN loss
+stops with a clear error and keeps the last good checkpoint, an unwritable
+output folder fails before training.
 """
 
 import csv
@@ -23,6 +24,9 @@ from keras_aim import training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(ROOT, "examples", "pretrain.py")
+sys.path.insert(0, os.path.join(ROOT, "examples"))
+import example_utils  # noqa: E402
+
 TINY = dict(
     steps=8,
     batch_size=8,
@@ -33,6 +37,7 @@ TINY = dict(
     head_num_layers=1,
     learning_rate=1e-3,
     num_preview=4,
+    log_every=1,
     verbose=0,
 )
 TINY_FLAGS = [f"--{k}={v}" for k, v in TINY.items()]
@@ -74,10 +79,11 @@ def losses(output_dir):
     )
 
 
-def assert_same_curve(output_dir, reference_dir, num_steps=8):
+def assert_same_curve(output_dir, reference_dir, num_steps=8, every=1):
     steps, got = losses(output_dir)
     ref_steps, want = losses(reference_dir)
-    assert steps == ref_steps == list(range(1, num_steps + 1))
+    expected = sorted(set(range(every, num_steps + 1, every)) | {num_steps})
+    assert steps == ref_steps == expected
     if EXACT:
         np.testing.assert_array_equal(got, want)
     else:
@@ -85,20 +91,50 @@ def assert_same_curve(output_dir, reference_dir, num_steps=8):
 
 
 class CallbackAt(keras.callbacks.Callback):
-    """Runs `action` after step `step` (one step per Keras epoch)."""
+    """Runs `action` after step `step`: at the end of its logging window, or
+    (`batch=True`) right after the step itself, mid-window."""
 
-    def __init__(self, step, action):
+    def __init__(self, step, action, batch=False):
         super().__init__()
         self.step = step
         self.action = action
+        self.batch = batch
+
+    def _step(self):
+        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
 
     def on_epoch_end(self, epoch, logs=None):
-        if epoch + 1 == self.step:
+        if not self.batch and self._step() == self.step:
+            self.action()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.batch and self._step() == self.step:
             self.action()
 
 
 def crash():
     raise RuntimeError("simulated crash")
+
+
+def assert_finite_weights(path):
+    """Every array in a Keras weights file is finite (read with h5py)."""
+    import h5py
+
+    arrays = []
+    with h5py.File(path, "r") as f:
+        f.visititems(
+            lambda name, item: (
+                arrays.append(item[()])
+                if isinstance(item, h5py.Dataset)
+                else None
+            )
+        )
+    assert arrays
+    assert all(
+        np.isfinite(np.asarray(a, "float64")).all()
+        for a in arrays
+        if np.asarray(a).dtype.kind == "f"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +159,8 @@ def test_run_writes_log_plots_checkpoints_and_backbone(straight_run):
         assert content.startswith(b"\x89PNG") and len(content) > 1000
     events = os.listdir(os.path.join(output_dir, training.TENSORBOARD_DIR))
     assert events and all(
-        os.path.getsize(os.path.join(output_dir, "tensorboard", e)) > 0
+        e.startswith("events.out.tfevents")
+        and os.path.getsize(os.path.join(output_dir, "tensorboard", e)) > 0
         for e in events
     )
     manager = training.CheckpointManager(
@@ -206,10 +243,7 @@ def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path, capsys):
     kept = manager.checkpoints()
     assert kept and kept[-1][0] < bad_step
     assert kept[-1][1] in message
-    with np.load(
-        os.path.join(kept[-1][1], training.MODEL_VARIABLES_FILE)
-    ) as arrays:
-        assert all(np.isfinite(arrays[k]).all() for k in arrays.files)
+    assert_finite_weights(os.path.join(kept[-1][1], training.WEIGHTS_FILE))
     assert not os.path.exists(os.path.join(output_dir, "loss.png"))
 
 
@@ -242,23 +276,30 @@ def test_read_only_output_dir_fails(tmp_path):
             folder.chmod(0o700)
 
 
-def test_partial_checkpoints_are_ignored_and_pruned(tmp_path):
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    model.compile(optimizer="adam", loss="mse")
-    manager = training.CheckpointManager(tmp_path, max_to_keep=2)
-    os.makedirs(tmp_path / "step_00000009")  # no state.json: incomplete
-    os.makedirs(tmp_path / ".tmp_step_00000010_123")
-    for step in (1, 2, 3):
-        manager.save(step, model, fingerprint={"a": 1})
-    assert [s for s, _ in manager.checkpoints()] == [2, 3]
-    assert not os.path.exists(tmp_path / ".tmp_step_00000010_123")
-    weights = [v.numpy() for v in model.weights]
-    model.layers[0].kernel.assign(np.zeros((3, 2)))
-    state = manager.restore(model, fingerprint={"a": 1})
-    assert state["step"] == 3
-    np.testing.assert_array_equal(model.weights[0].numpy(), weights[0])
-    with pytest.raises(training.SettingsError, match="a: 1 -> 2"):
-        manager.restore(model, fingerprint={"a": 2})
+def test_windows_of_steps_resume_onto_the_same_rows(tmp_path):
+    settings = {**TINY, "log_every": 3}
+    straight = str(tmp_path / "straight")
+    pretrain.run(output_dir=straight, checkpoint_every=6, **settings)
+    assert losses(straight)[0] == [3, 6, 8]
+
+    # SIGTERM right after step 4, mid-window: step 5 runs, is checkpointed
+    # with the window's loss sums, and the run stops.
+    cut = str(tmp_path / "cut")
+    summary = pretrain.run(
+        output_dir=cut,
+        checkpoint_every=6,
+        callbacks=[
+            CallbackAt(
+                4, lambda: signal.raise_signal(signal.SIGTERM), batch=True
+            )
+        ],
+        **settings,
+    )
+    assert summary["interrupted"] == signal.SIGTERM and summary["step"] == 5
+    assert losses(cut)[0] == [3, 5]
+    summary = pretrain.run(output_dir=cut, checkpoint_every=6, **settings)
+    assert summary["start_step"] == 5 and summary["step"] == 8
+    assert_same_curve(cut, straight, every=3)
 
 
 @pytest.mark.slow
@@ -297,11 +338,11 @@ def test_subprocess_sigterm_then_resume(tmp_path):
 
 
 def test_epochs_set_the_number_of_steps():
-    train_images = training.training_set_size("digits")
+    train_images = example_utils.training_set_size("digits")
     assert train_images == 1258  # 70% of the 1,797 digits
-    assert training.resolve_steps("digits", 128, 400, None) == 400
-    assert training.resolve_steps("digits", 128, 400, 2.0) == 20
+    assert example_utils.resolve_steps("digits", 128, 400, None) == 400
+    assert example_utils.resolve_steps("digits", 128, 400, 2.0) == 20
     with pytest.raises(training.SettingsError, match="either --steps"):
-        training.resolve_steps("digits", 128, 400, 2.0, steps_given=True)
+        example_utils.resolve_steps("digits", 128, 400, 2.0, steps_given=True)
     with pytest.raises(training.SettingsError, match="Pass --steps"):
-        training.resolve_steps("photos", 128, 400, 2.0)
+        example_utils.resolve_steps("photos", 128, 400, 2.0)

@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import to_numpy
+from harness import run_model_test
 from reference import gelu
 from reference import layer_norm
 from reference import numpy_sincos_2d
@@ -126,6 +127,26 @@ def test_linear_head_is_one_dense_layer():
     ]
     kernel, bias = (to_numpy(w) for w in head.get_weights())
     np.testing.assert_allclose(out, tokens @ kernel + bias, atol=1e-5)
+
+
+def test_model_harness(tmp_path):
+    pretrainer = make_pretrainer(seed=1)
+    images = random_images(2)
+    half = AIMPretrainer(
+        make_backbone(dtype="mixed_bfloat16"),
+        head_hidden_dim=32,
+        head_num_layers=1,
+    )
+    run_model_test(
+        pretrainer,
+        images,
+        [(2, N, P * P), (2,)],
+        tmp_path,
+        mixed_precision_model=half,
+        fit_data=(images, None),
+        compile_kwargs=dict(optimizer="adamw"),
+        symbolic=False,
+    )
 
 
 def test_pixel_head_mixed_precision():

@@ -43,7 +43,7 @@ from keras_aim.data.builtin import load_digits_images
 from keras_aim.data.builtin import load_sample_photos
 from keras_aim.data.builtin import photo_crop_boxes
 from keras_aim.data.builtin import photo_region
-from keras_aim.data.pipelines import evaluation_dataset
+from keras_aim.data.evaluation import evaluation_dataset
 from keras_aim.data.pipelines import pretraining_dataset
 from keras_aim.data.pipelines import probe_dataset
 from keras_aim.data.sources import IMAGE_EXTENSIONS

@@ -13,7 +13,7 @@ from keras_aim.data._common import _seed_pair
 from keras_aim.data._common import _tf
 from keras_aim.preprocessing import IMAGENET_MEAN
 from keras_aim.preprocessing import IMAGENET_STD
-from keras_aim.validation import positive_int
+from keras_aim.preprocessing import AIMImageConverter
 
 CROP_MODES = ("resized_crop", "random_crop", "shift", "resize")
 
@@ -366,13 +366,13 @@ def evaluation_transform(
     mean=IMAGENET_MEAN,
     std=IMAGENET_STD,
 ):
-    """The AIM evaluation transform of one image, with `tf.image`.
+    """The AIM evaluation transform of one image, in TensorFlow ops.
 
-    Resizes the short side to `resize_size` (long side
-    `floor(resize_size * long / short)`), takes the centre crop and
-    normalises, like `AIMImageConverter` (which does the same with
-    `keras.ops` inside a model). Integer images are rounded and clipped to
-    [0, 255] after resizing, like PIL.
+    The same transform as `keras_aim.AIMImageConverter` (it runs the
+    converter's own code with `tf` ops, `AIMImageConverter.tf_transform`):
+    short side to `resize_size` (long side `floor(resize_size * long /
+    short)`), centre crop, ImageNet normalisation. Integer images are
+    rounded and clipped to [0, 255] after resizing, like PIL.
 
     Args:
         image: tensor `(H, W, C)` with values in [0, 255].
@@ -396,51 +396,12 @@ def evaluation_transform(
     >>> tuple(evaluation_transform(image).shape)
     (224, 224, 3)
     """
-    tf = _tf()
-    resize_size, crop = _evaluation_args(resize_size, crop_size)
-    image = tf.convert_to_tensor(image)
-    is_integer = image.dtype.is_integer
-    image = tf.cast(image, tf.float32)
-    shape = tf.shape(image)
-    height, width = shape[0], shape[1]
-    if resize_size is not None:
-        short = tf.minimum(height, width)
-        new_height = tf.where(
-            height <= width, resize_size, (resize_size * height) // short
-        )
-        new_width = tf.where(
-            height <= width, (resize_size * width) // short, resize_size
-        )
-        image = tf.image.resize(
-            image,
-            tf.stack([new_height, new_width]),
-            method=interpolation,
-            antialias=antialias,
-        )
-        if is_integer:
-            image = tf.clip_by_value(tf.round(image), 0.0, 255.0)
-        height, width = new_height, new_width
-    if crop is not None:
-        tf.debugging.assert_greater_equal(
-            tf.stack([height, width]),
-            tf.constant(crop),
-            message=f"evaluation_transform: crop_size={crop} is larger than "
-            "the resized image",
-        )
-        top = tf.cast(tf.round((height - crop[0]) / 2), tf.int32)
-        left = tf.cast(tf.round((width - crop[1]) / 2), tf.int32)
-        image = image[top : top + crop[0], left : left + crop[1]]
-    return normalize(image, mean, std)
-
-
-def _evaluation_args(resize_size, crop_size):
-    if resize_size is not None:
-        resize_size = positive_int(resize_size, "resize_size")
-    crop = None if crop_size is None else _image_size(crop_size, "crop_size")
-    if resize_size is not None and crop is not None:
-        if min(crop) > resize_size:
-            raise ValueError(
-                f"`crop_size`={crop_size!r} is larger than the resized image, "
-                f"whose short side is resize_size={resize_size}."
-            )
-    return resize_size, crop
+    converter = AIMImageConverter(
+        resize_size=resize_size,
+        crop_size=crop_size,
+        interpolation=interpolation,
+        antialias=antialias,
+        mean=mean,
+        std=std,
+    )
+    return converter.tf_transform(image)

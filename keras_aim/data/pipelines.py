@@ -1,4 +1,4 @@
-"""The tf.data pipelines: pre-training, probe and evaluation datasets."""
+"""The tf.data pipelines for pre-training and probing."""
 
 import functools
 import os
@@ -10,8 +10,6 @@ from keras_aim.data._common import _check_fraction
 from keras_aim.data._common import _check_split
 from keras_aim.data._common import _image_size
 from keras_aim.data._common import _tf
-from keras_aim.data.augment import _evaluation_args
-from keras_aim.data.augment import evaluation_transform
 from keras_aim.data.augment import normalize
 from keras_aim.data.augment import pretraining_augment
 from keras_aim.data.builtin import _digits_split
@@ -26,8 +24,7 @@ from keras_aim.data.sources import _load_tfds
 from keras_aim.data.sources import _parse_tfds
 from keras_aim.data.sources import _read_image
 from keras_aim.data.sources import _to_rgb
-from keras_aim.preprocessing import IMAGENET_MEAN
-from keras_aim.preprocessing import IMAGENET_STD
+from keras_aim.preprocessing import AIMImageConverter
 from keras_aim.validation import positive_int
 
 
@@ -340,9 +337,10 @@ def probe_dataset(
             raise ValueError(
                 f"The {split} split of `source`={source!r} is empty."
             )
+        converter = AIMImageConverter(resize_size=min(size), crop_size=size)
         dataset = tf.data.Dataset.from_tensor_slices((files, labels)).map(
             lambda path, label: (
-                evaluation_transform(_read_image(path), min(size), size),
+                converter.tf_transform(_read_image(path)),
                 label,
             ),
             num_parallel_calls=tf.data.AUTOTUNE,
@@ -354,170 +352,3 @@ def probe_dataset(
         dataset = tf.data.Dataset.from_tensor_slices((images, labels))
         return _batched(dataset, batch_size, False)
     return images, labels
-
-
-def evaluation_dataset(
-    source,
-    labels=None,
-    resize_size=256,
-    crop_size=224,
-    batch_size=32,
-    interpolation="bicubic",
-    mean=IMAGENET_MEAN,
-    std=IMAGENET_STD,
-    data_dir=None,
-    image_key="image",
-    label_key="label",
-):
-    """Builds a batched evaluation stream with the AIM evaluation transform.
-
-    Each image goes through `evaluation_transform` (short side to
-    `resize_size`, bicubic; centre crop `crop_size`; ImageNet
-    normalisation). The order is kept; nothing is shuffled.
-
-    Args:
-        source: a folder of images (searched recursively, sorted paths),
-            `"tfds:NAME[:SPLIT]"` (split defaults to "test"), a uint8 array
-            `(N, H, W, C)`, or a list of `(H, W, C)` arrays of any sizes.
-        labels: for arrays, a sequence of `N` int labels; for folders,
-            `"inferred"` to label by the first-level subfolder (sorted
-            class names); for tfds, `"inferred"` to read `label_key`; or
-            `None` for images only.
-        resize_size: int short side, or `None`. Defaults to 256.
-        crop_size: int or `(height, width)`, or `None`. Defaults to 224.
-        batch_size: int. Defaults to 32.
-        interpolation: a `tf.image.resize` method. Defaults to `"bicubic"`.
-        mean: per-channel mean. Defaults to the ImageNet mean.
-        std: per-channel standard deviation. Defaults to the ImageNet std.
-        data_dir: tensorflow-datasets data folder (`"tfds:..."`).
-        image_key: the image feature of a tfds dataset.
-        label_key: the label feature of a tfds dataset.
-
-    Returns:
-        A `tf.data.Dataset` of float32 `(B, crop_h, crop_w, C)` batches, or
-        of `(images, labels)` when labels are given.
-
-    Example:
-
-    >>> import numpy as np
-    >>> images = np.zeros((3, 300, 400, 3), "uint8")
-    >>> dataset = evaluation_dataset(images, batch_size=2)
-    >>> [tuple(x.shape) for x in dataset]
-    [(2, 224, 224, 3), (1, 224, 224, 3)]
-    """
-    tf = _tf()
-    batch_size = positive_int(batch_size, "batch_size")
-    resize_size, crop = _evaluation_args(resize_size, crop_size)
-    transform = functools.partial(
-        evaluation_transform,
-        resize_size=resize_size,
-        crop_size=crop,
-        interpolation=interpolation,
-        mean=mean,
-        std=std,
-    )
-    if labels not in (None, "inferred") and isinstance(labels, str):
-        raise ValueError(
-            "`labels` must be None, 'inferred' or a sequence of ints. "
-            f"Received: labels={labels!r}"
-        )
-    if isinstance(source, (str, os.PathLike)):
-        source = os.fspath(source)
-        if source.startswith("tfds:"):
-            name, split = _parse_tfds(source)
-            dataset = _load_tfds(name, split or "test", data_dir)
-            if labels == "inferred":
-                dataset = dataset.map(
-                    lambda ex: (
-                        transform(_to_rgb(ex[image_key])),
-                        ex[label_key],
-                    )
-                )
-            elif labels is None:
-                dataset = dataset.map(
-                    lambda ex: transform(_to_rgb(ex[image_key]))
-                )
-            else:
-                raise ValueError(
-                    "For a tfds `source`, `labels` must be None or "
-                    f"'inferred'. Received: labels={labels!r}"
-                )
-            return _batched(dataset, batch_size, False)
-        if not os.path.isdir(source):
-            raise ValueError(
-                "`source` must be an image folder, 'tfds:NAME[:SPLIT]' or "
-                f"an array of images. Received: source={source!r}"
-            )
-        files = _folder_files(source)
-        if labels == "inferred":
-            names = sorted(
-                {os.path.relpath(f, source).split(os.sep)[0] for f in files}
-            )
-            if any(os.sep not in os.path.relpath(f, source) for f in files):
-                raise ValueError(
-                    "`labels='inferred'` needs every image inside a class "
-                    f"subfolder of `source`={source!r}; some are at its top "
-                    "level."
-                )
-            label_values = [
-                names.index(os.path.relpath(f, source).split(os.sep)[0])
-                for f in files
-            ]
-            dataset = tf.data.Dataset.from_tensor_slices((files, label_values))
-            dataset = dataset.map(
-                lambda path, label: (transform(_read_image(path)), label),
-                num_parallel_calls=tf.data.AUTOTUNE,
-            )
-        elif labels is None:
-            dataset = tf.data.Dataset.from_tensor_slices(files).map(
-                lambda path: transform(_read_image(path)),
-                num_parallel_calls=tf.data.AUTOTUNE,
-            )
-        else:
-            raise ValueError(
-                "For a folder `source`, `labels` must be None or 'inferred'. "
-                f"Received: labels={labels!r}"
-            )
-        return _batched(dataset, batch_size, False)
-    if isinstance(source, np.ndarray) and source.ndim == 4:
-        dataset = tf.data.Dataset.from_tensor_slices(source)
-        num_images = len(source)
-    elif isinstance(source, (list, tuple)) and all(
-        np.ndim(image) == 3 for image in source
-    ):
-        images = [np.asarray(image) for image in source]
-        dtypes = {image.dtype for image in images}
-        if len(dtypes) != 1:
-            raise ValueError(
-                f"All images in `source` must share a dtype; got {dtypes}."
-            )
-        dataset = tf.data.Dataset.from_generator(
-            lambda: iter(images),
-            output_signature=tf.TensorSpec(
-                (None, None, images[0].shape[-1]), images[0].dtype
-            ),
-        )
-        num_images = len(images)
-    else:
-        raise ValueError(
-            "`source` must be an image folder, 'tfds:NAME[:SPLIT]', an array "
-            "(N, H, W, C) or a list of (H, W, C) arrays. Received: "
-            f"{type(source).__name__} of shape {np.shape(source)}"
-        )
-    dataset = dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
-    if labels is not None:
-        if isinstance(labels, str):
-            raise ValueError(
-                "For array `source`, `labels` must be a sequence of ints. "
-                f"Received: labels={labels!r}"
-            )
-        labels = np.asarray(labels)
-        if labels.shape != (num_images,):
-            raise ValueError(
-                f"`labels` must have one entry per image ({num_images}). "
-                f"Received: labels of shape {labels.shape}"
-            )
-        dataset = tf.data.Dataset.zip(
-            (dataset, tf.data.Dataset.from_tensor_slices(labels))
-        )
-    return _batched(dataset, batch_size, False)

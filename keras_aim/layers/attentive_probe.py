@@ -7,6 +7,30 @@ from keras_aim.layers.transformer_block import merge_heads
 from keras_aim.layers.transformer_block import split_heads
 
 
+def first_feature_shape(input_shape):
+    """The shape of one feature map, from one shape or a list of them.
+
+    A saved `build_config` turns a shape tuple into a list, so a list of
+    ints is one shape and a list of lists is several.
+    """
+    if isinstance(input_shape, (list, tuple)) and input_shape:
+        if isinstance(input_shape[0], (list, tuple)):
+            return tuple(input_shape[0])
+    return tuple(input_shape)
+
+
+def average_features(features):
+    """The mean of a list of `(B, N, D)` block outputs (or one of them)."""
+    if not isinstance(features, (list, tuple)):
+        return features
+    x = features[0]
+    for other in features[1:]:
+        x = x + other
+    if len(features) > 1:
+        x = x / float(len(features))
+    return x
+
+
 @keras.saving.register_keras_serializable(package="keras_aim")
 class AIMAttentivePooling(keras.layers.Layer):
     """Attentive probe: averages block outputs, pools them with one query.
@@ -87,8 +111,7 @@ class AIMAttentivePooling(keras.layers.Layer):
         )
 
     def build(self, input_shape):
-        if isinstance(input_shape, list):
-            input_shape = input_shape[0]
+        input_shape = first_feature_shape(input_shape)
         token_shape = tuple(input_shape)
         self.query = self.add_weight(
             name="query",
@@ -102,15 +125,7 @@ class AIMAttentivePooling(keras.layers.Layer):
         self.built = True
 
     def call(self, features, training=None):
-        if isinstance(features, (list, tuple)):
-            x = features[0]
-            for other in features[1:]:
-                x = x + other
-            if len(features) > 1:
-                x = x / float(len(features))
-        else:
-            x = features
-        x = self.batch_norm(x, training=training)
+        x = self.batch_norm(average_features(features), training=training)
         batch = ops.shape(x)[0]
         query = ops.cast(self.query, x.dtype)
         query = ops.broadcast_to(query, (batch, 1, self.hidden_dim))
@@ -123,8 +138,7 @@ class AIMAttentivePooling(keras.layers.Layer):
         return self.classifier(pooled)
 
     def compute_output_shape(self, input_shape):
-        if isinstance(input_shape, list):
-            input_shape = input_shape[0]
+        input_shape = first_feature_shape(input_shape)
         return (input_shape[0], self.num_classes)
 
     def get_config(self):

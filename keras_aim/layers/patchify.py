@@ -123,6 +123,13 @@ class Unpatchify(keras.layers.Layer):
         x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
         return ops.reshape(x, (batch, grid_h * p, grid_w * p, c))
 
+    def compute_output_spec(self, patches, grid_size):
+        # Symbolic calls must not trace `grid_size` (static ints).
+        grid_h, grid_w = (int(s) for s in grid_size)
+        p = self.patch_size
+        shape = (patches.shape[0], grid_h * p, grid_w * p, self.num_channels)
+        return keras.KerasTensor(shape, dtype=self.compute_dtype)
+
     def get_config(self):
         config = super().get_config()
         config.update(

@@ -6,48 +6,41 @@ from keras import ops
 from keras_aim.layers.patch_embedding import AIMPatchEmbedding
 from keras_aim.layers.position_embedding import SinCos2DPositionEmbedding
 from keras_aim.layers.transformer_block import AIMTransformerBlock
-from keras_aim.models.preset_mixin import PresetMixin
+from keras_aim.models.base import PresetMixin
+from keras_aim.validation import check_image_shape
+from keras_aim.validation import check_num_heads
 from keras_aim.validation import positive_int
 
 
-def check_image_shape(shape, patch_size, num_channels, built_shape=None):
-    """Raises a `ValueError` naming what is wrong with an image batch shape.
+def run_trunk(
+    layers, images, last_block, attention_mask=None, token_order=None
+):
+    """The AIM trunk's forward pass up to block `last_block` (inclusive).
+
+    The one forward path of `AIMBackbone`: its functional graph, `encode`
+    and `extract_features` all run it, the latter stopping at the deepest
+    requested block.
 
     Args:
-        shape: the `(B, H, W, C)` shape to check (entries may be `None`).
-        patch_size: int, H and W must be divisible by it.
-        num_channels: int, the channel count the model was built for.
-        built_shape: optional `(H, W, C)` the model's input was built with;
-            fixed entries must match.
+        layers: `(patch_embedding, position_embedding, blocks)`.
+        images: `(B, H, W, C)` images (symbolic or eager).
+        last_block: int, the index of the last block to run.
+        attention_mask: optional boolean `(B, N, N)` mask.
+        token_order: optional int `(N,)` permutation applied after the
+            position embedding.
+
+    Returns:
+        The list of raw block outputs, blocks `0..last_block`.
     """
-    shape = tuple(shape)
-    if len(shape) != 4:
-        raise ValueError(
-            "`images` must be a 4-D batch (batch, height, width, channels), "
-            f"channels last; got rank {len(shape)} with shape {shape}."
-        )
-    if shape[-1] is not None and shape[-1] != num_channels:
-        raise ValueError(
-            f"`images` must have {num_channels} channels (channels last); got "
-            f"shape {shape}."
-        )
-    for axis, name in ((1, "height"), (2, "width")):
-        size = shape[axis]
-        if size is not None and size % patch_size != 0:
-            raise ValueError(
-                f"Image {name} {size} is not divisible by the patch size "
-                f"{patch_size}; got images of shape {shape}."
-            )
-    if built_shape is not None:
-        for axis, name in ((0, "height"), (1, "width")):
-            want, got = built_shape[axis], shape[axis + 1]
-            if want is not None and got is not None and want != got:
-                raise ValueError(
-                    f"This model was built for images of shape {built_shape} "
-                    f"but got {name} {got}. Build it with "
-                    "image_shape=(None, None, 3) (or pass the new "
-                    "`image_shape` to `from_preset`) to use other sizes."
-                )
+    patch_embedding, position_embedding, blocks = layers
+    x = position_embedding(patch_embedding(images))
+    if token_order is not None:
+        x = ops.take(x, ops.cast(token_order, "int32"), axis=1)
+    outputs = []
+    for block in blocks[: last_block + 1]:
+        x = block(x, attention_mask=attention_mask)
+        outputs.append(x)
+    return outputs
 
 
 @keras.saving.register_keras_serializable(package="keras_aim")
@@ -129,15 +122,11 @@ class AIMBackbone(PresetMixin, keras.Model):
 
         # === Functional model ===
         images = keras.Input(shape=image_shape, name="images")
-        x = position_embedding(patch_embedding(images))
-        for block in transformer_blocks:
-            x = block(x)
-        tokens = post_trunk_norm(x)
+        layers = (patch_embedding, position_embedding, transformer_blocks)
+        blocks = run_trunk(layers, images, num_layers - 1)
+        tokens = post_trunk_norm(blocks[-1])
         super().__init__(inputs=images, outputs=tokens, dtype=dtype, **kwargs)
-        if dtype is not None:
-            # Functional models drop `dtype`; keep it so that get_config
-            # (and therefore presets) records the policy the layers use.
-            self.dtype_policy = keras.dtype_policies.get(dtype)
+        self._keep_dtype_policy(dtype)
         # Assigned after `super().__init__` so the torch backend's Module
         # bookkeeping exists; they are the same objects as in the graph.
         self.patch_embedding = patch_embedding
@@ -191,14 +180,12 @@ class AIMBackbone(PresetMixin, keras.Model):
 
     def _run_blocks(self, images, last, attention_mask, token_order):
         self.check_images(images, fixed_size=False)
-        x = self.position_embedding(self.patch_embedding(images))
-        if token_order is not None:
-            x = ops.take(x, ops.cast(token_order, "int32"), axis=1)
-        outputs = []
-        for block in self.transformer_blocks[: last + 1]:
-            x = block(x, attention_mask=attention_mask)
-            outputs.append(x)
-        return outputs
+        layers = (
+            self.patch_embedding,
+            self.position_embedding,
+            self.transformer_blocks,
+        )
+        return run_trunk(layers, images, last, attention_mask, token_order)
 
     def encode(self, images, attention_mask=None, token_order=None):
         """Runs the trunk with an optional attention mask and token order.
@@ -247,11 +234,13 @@ class AIMBackbone(PresetMixin, keras.Model):
         )
         return [blocks[index] for index in layers]
 
+    @classmethod
+    def _from_loader(cls, loader, load_weights, **kwargs):
+        return loader.load_backbone(cls, load_weights, **kwargs)
+
     def get_config(self):
         return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
+            **self._base_config(),
             "image_shape": self.image_shape,
             "patch_size": self.patch_size,
             "hidden_dim": self.hidden_dim,
@@ -260,13 +249,6 @@ class AIMBackbone(PresetMixin, keras.Model):
             "mlp_ratio": self.mlp_ratio,
             "layer_norm_epsilon": self.layer_norm_epsilon,
         }
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        if isinstance(config.get("dtype"), dict):
-            config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
-        return cls(**config)
 
 
 def _check_config(image_shape, patch_size, hidden_dim, num_layers, num_heads):
@@ -277,12 +259,7 @@ def _check_config(image_shape, patch_size, hidden_dim, num_layers, num_heads):
         ("num_heads", num_heads),
     ):
         positive_int(value, name)
-    if hidden_dim % num_heads != 0:
-        raise ValueError(
-            f"`num_heads`={num_heads} does not divide `hidden_dim`="
-            f"{hidden_dim}; choose a divisor (head width = hidden_dim / "
-            "num_heads)."
-        )
+    check_num_heads(num_heads, hidden_dim)
     if hidden_dim % 4 != 0:
         raise ValueError(
             "`hidden_dim` must be divisible by 4 for the 2-D sin-cos position "

@@ -3,56 +3,24 @@
 import keras
 import numpy as np
 
+from keras_aim import validation
 from keras_aim.layers.attentive_probe import AIMAttentivePooling
 from keras_aim.models.backbone import AIMBackbone
-from keras_aim.models.preset_mixin import PresetMixin
+from keras_aim.models.base import PresetMixin
+from keras_aim.presets import best_probe_layers
 
 
 def resolve_probe_layers(probe_layers, backbone):
-    """Turns `"best"`, `"last"` or a list into sorted 0-based block indices."""
-    from keras_aim.presets import best_probe_layers
-
-    num_layers = backbone.num_layers
-    if isinstance(probe_layers, str):
-        if probe_layers == "last":
-            return list(range(max(0, num_layers - 6), num_layers))
-        if probe_layers == "best":
-            best = best_probe_layers(backbone)
-            if best is None:
-                raise ValueError(
-                    'probe_layers="best" is defined only for the released '
-                    "AIM sizes (aim_600m, aim_1b, aim_3b, aim_7b); this "
-                    f"backbone (hidden_dim={backbone.hidden_dim}, num_layers="
-                    f"{num_layers}) needs an explicit list of block indices "
-                    'or "last".'
-                )
-            return best
-        raise ValueError(
-            '`probe_layers` must be "best", "last" or a list of block '
-            f"indices; got {probe_layers!r}."
-        )
-    if isinstance(probe_layers, (int, np.integer)):
-        probe_layers = [probe_layers]
-    try:
-        indices = [int(i) for i in probe_layers]
-    except (TypeError, ValueError) as error:
-        raise ValueError(
-            '`probe_layers` must be "best", "last" or a list of block '
-            f"indices; got {probe_layers!r}."
-        ) from error
-    if not indices or len(set(indices)) != len(indices):
-        raise ValueError(
-            "`probe_layers` must list distinct block indices; got "
-            f"{probe_layers!r}."
-        )
-    for index in indices:
-        if not 0 <= index < num_layers:
-            raise ValueError(
-                f"`probe_layers` index {index} is out of range: the backbone "
-                f"has {num_layers} blocks (0-based indices 0.."
-                f"{num_layers - 1})."
-            )
-    return sorted(indices)
+    """Turns `"best"`, `"last"` or indices into sorted 0-based blocks."""
+    best = best_probe_layers(
+        backbone.patch_size,
+        backbone.hidden_dim,
+        backbone.num_layers,
+        backbone.num_heads,
+    )
+    return validation.resolve_probe_layers(
+        probe_layers, backbone.num_layers, best
+    )
 
 
 @keras.saving.register_keras_serializable(package="keras_aim")
@@ -87,6 +55,11 @@ class AIMImageClassifier(PresetMixin, keras.Model):
     (2, 10)
     """
 
+    backbone_cls = AIMBackbone
+    # Constructor arguments the saved head's weights depend on.
+    preset_weight_args = ("num_classes", "probe_layers")
+    nested_config_objects = ("backbone", "image_converter")
+
     def __init__(
         self,
         backbone,
@@ -102,12 +75,14 @@ class AIMImageClassifier(PresetMixin, keras.Model):
                 f"{type(backbone).__name__}."
             )
         if probe_layers is None:
-            from keras_aim.presets import best_probe_layers
-
-            has_best = best_probe_layers(backbone) is not None
-            probe_layers = "best" if has_best else "last"
-        layers = resolve_probe_layers(probe_layers, backbone)
+            try:
+                layers = resolve_probe_layers("best", backbone)
+            except ValueError:
+                layers = resolve_probe_layers("last", backbone)
+        else:
+            layers = resolve_probe_layers(probe_layers, backbone)
         # === Layers ===
+        num_classes = validation.positive_int(num_classes, "num_classes")
         probe_head = AIMAttentivePooling(
             hidden_dim=backbone.hidden_dim,
             num_heads=backbone.num_heads,
@@ -121,7 +96,7 @@ class AIMImageClassifier(PresetMixin, keras.Model):
         features = backbone.extract_features(images, layers)
         logits = probe_head(features)
         super().__init__(inputs=images, outputs=logits, dtype=dtype, **kwargs)
-        self.dtype_policy = keras.dtype_policies.get(
+        self._keep_dtype_policy(
             dtype if dtype is not None else backbone.dtype_policy
         )
         self.backbone = backbone
@@ -129,7 +104,7 @@ class AIMImageClassifier(PresetMixin, keras.Model):
         self.image_converter = image_converter
 
         # === Config ===
-        self.num_classes = int(num_classes)
+        self.num_classes = num_classes
         self.probe_layers = layers
 
     def __call__(self, images, *args, **kwargs):
@@ -155,31 +130,19 @@ class AIMImageClassifier(PresetMixin, keras.Model):
             x = keras.ops.convert_to_numpy(self.image_converter(array))
         return super().predict(x, *args, **kwargs)
 
+    @classmethod
+    def _from_loader(cls, loader, load_weights, **kwargs):
+        return loader.load_task(cls, load_weights, **kwargs)
+
     def get_config(self):
         config = {
-            "name": self.name,
-            "trainable": self.trainable,
+            **self._base_config(),
             "backbone": keras.saving.serialize_keras_object(self.backbone),
             "num_classes": self.num_classes,
             "probe_layers": list(self.probe_layers),
-            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
         }
         if self.image_converter is not None:
             config["image_converter"] = keras.saving.serialize_keras_object(
                 self.image_converter
             )
         return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["backbone"] = keras.saving.deserialize_keras_object(
-            config["backbone"]
-        )
-        if config.get("image_converter") is not None:
-            config["image_converter"] = keras.saving.deserialize_keras_object(
-                config["image_converter"]
-            )
-        if isinstance(config.get("dtype"), dict):
-            config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
-        return cls(**config)

@@ -11,9 +11,10 @@ from keras_aim.losses import TARGET_NORM_EPSILON
 from keras_aim.losses import next_patch_pixel_loss
 from keras_aim.losses import next_patch_targets
 from keras_aim.models.backbone import AIMBackbone
-from keras_aim.models.backbone import check_image_shape
+from keras_aim.models.base import AIMModelBase
 from keras_aim.orders import TOKEN_ORDERS
 from keras_aim.orders import token_order as make_token_order
+from keras_aim.validation import check_image_shape
 
 ATTENTION_MODES = ("prefix", "causal")
 
@@ -24,7 +25,7 @@ SEED_STATE_KEY = "prefix_seed_state"
 
 
 @keras.saving.register_keras_serializable(package="keras_aim")
-class AIMPretrainer(keras.Model):
+class AIMPretrainer(AIMModelBase, keras.Model):
     """Pre-trains an `AIMBackbone` with AIM's next-patch pixel objective.
 
     El-Nouby et al., "Scalable Pre-training of Large Autoregressive Image
@@ -450,11 +451,11 @@ class AIMPretrainer(keras.Model):
         )
         return images
 
+    nested_config_objects = ("backbone",)
+
     def get_config(self):
         return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
+            **self._base_config(),
             "backbone": keras.saving.serialize_keras_object(self.backbone),
             "head_hidden_dim": self.head_hidden_dim,
             "head_num_layers": self.head_num_layers,
@@ -467,16 +468,6 @@ class AIMPretrainer(keras.Model):
             "token_order_seed": self.token_order_seed,
             "seed": self.seed,
         }
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["backbone"] = keras.saving.deserialize_keras_object(
-            config["backbone"]
-        )
-        if isinstance(config.get("dtype"), dict):
-            config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
-        return cls(**config)
 
 
 def _check_prefix_range_type(prefix_range):

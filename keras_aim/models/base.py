@@ -1,0 +1,92 @@
+"""What every keras_aim model shares: config plumbing and presets.
+
+These are mixins rather than a `keras.Model` subclass on purpose: Keras
+turns a `keras.Model` subclass that calls `super().__init__(inputs=...,
+outputs=...)` into a functional model by rewriting its base classes, so a
+common `keras.Model` base would leak the functional machinery into the
+subclassed `AIMPretrainer`.
+"""
+
+import keras
+
+from keras_aim import preset_utils
+
+
+class AIMModelBase:
+    """Config round trip shared by the AIM models.
+
+    Subclasses list the constructor arguments that hold Keras objects in
+    `nested_config_objects` (e.g. `("backbone",)`); `from_config` turns
+    their serialized form back into objects, and the dtype policy back
+    into a `keras.DTypePolicy`, then calls `cls(**config)`.
+    """
+
+    nested_config_objects = ()
+
+    def _keep_dtype_policy(self, dtype):
+        # Functional models drop `dtype`; keep it so that `get_config` (and
+        # therefore presets) records the policy the layers use.
+        if dtype is not None:
+            self.dtype_policy = keras.dtype_policies.get(dtype)
+
+    def _base_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in cls.nested_config_objects:
+            if isinstance(config.get(key), dict):
+                config[key] = keras.saving.deserialize_keras_object(config[key])
+        if isinstance(config.get("dtype"), dict):
+            config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
+        return cls(**config)
+
+
+class PresetMixin(AIMModelBase):
+    """`from_preset` / `save_to_preset` for backbones and tasks.
+
+    A subclass says how a loader builds it in `_from_loader` (keras-hub's
+    `load_backbone` / `load_task` split).
+    """
+
+    @classmethod
+    def from_preset(cls, preset, load_weights=True, **kwargs):
+        """Builds the model from a preset name, handle or folder.
+
+        Args:
+            preset: a built-in name (`"aim_600m"`, `"aim_1b"`, `"aim_3b"`,
+                `"aim_7b"`), an `hf://owner/repo` handle, a Keras preset
+                folder written by `save_to_preset`, or a folder in the
+                released hub layout (`config.json` + `model.safetensors`),
+                converted on the fly.
+            load_weights: bool, `False` builds the architecture only.
+            **kwargs: constructor overrides such as `image_shape`, `dtype`
+                or (classifier) `probe_layers`.
+
+        Example:
+
+        ```python
+        backbone = keras_aim.AIMBackbone.from_preset(
+            "aim_600m", load_weights=False, image_shape=(None, None, 3)
+        )
+        ```
+        """
+        loader = preset_utils.get_preset_loader(preset)
+        return cls._from_loader(loader, load_weights, **kwargs)
+
+    @classmethod
+    def _from_loader(cls, loader, load_weights, **kwargs):
+        raise NotImplementedError
+
+    def save_to_preset(self, preset_dir):
+        """Writes config, weights and metadata into a Keras preset folder.
+
+        The folder is written beside `preset_dir` and renamed into place, so
+        a failed save never leaves a broken preset.
+        """
+        preset_utils.save_preset(self, preset_dir)

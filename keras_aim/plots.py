@@ -1,0 +1,103 @@
+"""Figures of a run, drawn with Matplotlib's Agg canvas (no display needed):
+the loss curve and grids of next-patch reconstructions."""
+
+import math
+
+import numpy as np
+
+from keras_aim.preprocessing import IMAGENET_MEAN
+from keras_aim.preprocessing import IMAGENET_STD
+from keras_aim.training.run_dir import read_log
+
+
+def _figure(width, height):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def plot_loss_curve(log_path, png_path, title="AIM pre-training"):
+    """Draws the loss (log scale) and learning rate of `log.csv` to a PNG.
+
+    Args:
+        log_path: a `log.csv` written by `keras_aim.training.train`.
+        png_path: the PNG to write.
+        title: the figure title.
+
+    Returns:
+        `png_path`.
+    """
+    log = read_log(log_path)
+    figure = _figure(7, 4)
+    axis = figure.add_subplot(1, 1, 1)
+    finite = np.isfinite(log["loss"]) & (log["loss"] > 0)
+    axis.plot(log["step"][finite], log["loss"][finite], lw=1, color="C0")
+    axis.set_yscale("log")
+    axis.set_xlabel("step")
+    axis.set_ylabel("next-patch loss", color="C0")
+    axis.grid(True, which="both", alpha=0.3)
+    rate = axis.twinx()
+    rate.plot(log["step"], log["learning_rate"], lw=1, color="C1")
+    rate.set_ylabel("learning rate", color="C1")
+    axis.set_title(title)
+    figure.tight_layout()
+    figure.savefig(png_path)
+    return png_path
+
+
+def denormalize(images, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """Undoes the ImageNet normalisation; returns values clipped to [0, 1]."""
+    images = np.asarray(images, "float64") * np.asarray(std) + np.asarray(mean)
+    return np.clip(images, 0.0, 1.0)
+
+
+def plot_next_patch_grid(
+    images,
+    reconstructions,
+    png_path,
+    pairs_per_row=4,
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+    title=None,
+):
+    """Draws `original | next-patch prediction` pairs to a PNG grid.
+
+    Args:
+        images: `(B, H, W, C)` normalised images.
+        reconstructions: `(B, H, W, C)` images rebuilt from the next-patch
+            predictions in the same normalisation, e.g. from
+            `AIMPretrainer.reconstruct` (each predicted patch de-normalised
+            with its target patch's mean and std).
+        png_path: the PNG to write.
+        pairs_per_row: int, image pairs per grid row. Defaults to 4.
+        mean: the normalisation mean to undo. Defaults to ImageNet's.
+        std: the normalisation std to undo. Defaults to ImageNet's.
+        title: optional figure title.
+
+    Returns:
+        `png_path`.
+    """
+    originals = denormalize(images, mean, std)
+    reconstructions = denormalize(reconstructions, mean, std)
+    count = len(originals)
+    rows = math.ceil(count / pairs_per_row)
+    cols = 2 * min(pairs_per_row, count)
+    figure = _figure(1.3 * cols, 1.45 * rows + (0.4 if title else 0.0))
+    for k in range(count):
+        row, pair = divmod(k, pairs_per_row)
+        for j, (image, label) in enumerate(
+            ((originals[k], "original"), (reconstructions[k], "prediction"))
+        ):
+            axis = figure.add_subplot(rows, cols, row * cols + 2 * pair + j + 1)
+            axis.imshow(image, interpolation="nearest")
+            axis.set_xticks([])
+            axis.set_yticks([])
+            axis.set_title(label, fontsize=7)
+    if title:
+        figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    figure.savefig(png_path)
+    return png_path

@@ -1,0 +1,352 @@
+"""Loading models from presets and released checkpoints; saving presets.
+
+As in keras-hub, `get_preset_loader(preset)` returns a loader for whatever
+`preset` names (a built-in name, an `hf://` handle, a Keras preset folder,
+a released hub folder) and the model classes call
+`loader.load_backbone(cls, load_weights, **kwargs)` (an instance of the
+backbone class `cls`) or `loader.load_task(cls, load_weights, **kwargs)`
+(an instance of the task class `cls`, built on `cls.backbone_cls`).
+`kwargs` are constructor overrides (`image_shape`, `dtype`, and for tasks
+`probe_layers`, `num_classes`, `image_converter`, ...). Loaders receive the
+class to build and never import the models. Released checkpoints are read
+by `keras_aim.conversion.loader.ReleasedCheckpointLoader`.
+
+A Keras preset folder holds `config.json` (the registered class and its
+config), `model.weights.h5` (or sharded `model.weights.json` + shards for
+models over 2 GB), `metadata.json` and, for classifiers with a converter,
+`image_converter.json`.
+"""
+
+import datetime
+import json
+import os
+
+import keras
+
+from keras_aim import io_utils
+from keras_aim.conversion.loader import ReleasedCheckpointLoader
+from keras_aim.preprocessing import IMAGE_CONVERTER_FILE
+from keras_aim.preprocessing import default_image_converter
+from keras_aim.preprocessing import load_image_converter
+from keras_aim.presets import DEFAULT_IMAGE_SHAPE
+from keras_aim.presets import NUM_CLASSES
+from keras_aim.presets import PRESETS
+from keras_aim.presets import PTH_REPO
+from keras_aim.presets import check_preset_name
+from keras_aim.validation import reject_task_args
+from keras_aim.version import __version__
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.weights.h5"
+SHARDED_WEIGHTS_FILE = "model.weights.json"
+METADATA_FILE = "metadata.json"
+SHARD_THRESHOLD_BYTES = 2 * 1024**3
+SHARD_SIZE_GB = 2
+
+
+def get_preset_loader(preset):
+    """Returns the `PresetLoader` for a preset name, handle or folder."""
+    if not isinstance(preset, (str, os.PathLike)):
+        raise ValueError(
+            "`preset` must be a preset name, an hf:// handle or a folder; got "
+            f"{preset!r}."
+        )
+    preset = os.fspath(preset)
+    if os.path.isdir(preset):
+        return _folder_loader(preset)
+    if preset.startswith("hf://"):
+        return _folder_loader(download_hub_repo(preset[len("hf://") :], preset))
+    if os.path.exists(preset):
+        raise ValueError(
+            f"`preset` {preset!r} is a file; pass its folder, or convert "
+            "released .pth checkpoints with `python -m keras_aim.convert`."
+        )
+    return BuiltinPresetLoader(check_preset_name(preset))
+
+
+def _folder_loader(folder):
+    config_path = os.path.join(folder, CONFIG_FILE)
+    if not os.path.exists(config_path):
+        raise ValueError(
+            f"{folder!r} is not a preset folder: it has no {CONFIG_FILE}."
+        )
+    with open(config_path) as f:
+        try:
+            config = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(
+                f"{config_path!r} is not valid JSON: {error}"
+            ) from error
+    if isinstance(config, dict) and "class_name" in config:
+        if isinstance(config.get("config"), dict):
+            return KerasPresetLoader(folder, config)
+    if isinstance(config, dict) and "embed_dim" in config:
+        return ReleasedCheckpointLoader.from_hub_folder(folder, config)
+    raise ValueError(
+        f"{config_path!r} is neither a Keras preset config (class_name + "
+        "config) nor a released AIM config (img_size, patch_size, embed_dim, "
+        "num_blocks, num_heads, ...)."
+    )
+
+
+class BuiltinPresetLoader:
+    """A built-in name: the architecture from `PRESETS`, weights from the hub.
+
+    `probe_layers="last"` on a task reads the `.pth` pair of `apple/AIM`
+    that holds the last-layers head.
+    """
+
+    def __init__(self, name):
+        self.name = name
+        self.spec = PRESETS[name]
+
+    def load_backbone(self, cls, load_weights=True, **kwargs):
+        reject_task_args(cls, kwargs)
+        if load_weights:
+            return self._hub_loader().load_backbone(cls, True, **kwargs)
+        config = dict(self.spec["backbone"], image_shape=DEFAULT_IMAGE_SHAPE)
+        config.update(kwargs)
+        return cls(**config)
+
+    def load_task(self, cls, load_weights=True, **kwargs):
+        if load_weights and kwargs.get("probe_layers") == "last":
+            return self._pth_loader().load_task(cls, True, **kwargs)
+        if load_weights:
+            return self._hub_loader().load_task(cls, True, **kwargs)
+        kwargs = dict(kwargs)
+        image_shape = kwargs.pop("image_shape", DEFAULT_IMAGE_SHAPE)
+        dtype = kwargs.pop("dtype", None)
+        backbone = cls.backbone_cls(
+            **self.spec["backbone"], image_shape=image_shape, dtype=dtype
+        )
+        kwargs.setdefault("num_classes", NUM_CLASSES)
+        kwargs.setdefault("probe_layers", "best")
+        kwargs.setdefault(
+            "image_converter", default_image_converter(image_shape)
+        )
+        return cls(backbone, dtype=dtype, **kwargs)
+
+    def _hub_loader(self):
+        folder = download_hub_repo(self.spec["hub_repo"], self.name)
+        return ReleasedCheckpointLoader.from_hub_folder(
+            folder, num_heads=self.spec["backbone"]["num_heads"]
+        )
+
+    def _pth_loader(self):
+        prefix = self.spec["pth_prefix"]
+        names = (f"{prefix}_backbone.pth", f"{prefix}_head_last_layers.pth")
+        try:
+            import huggingface_hub
+
+            paths = [
+                huggingface_hub.hf_hub_download(PTH_REPO, n) for n in names
+            ]
+        except Exception as error:  # Network and hub errors vary by version.
+            raise ValueError(
+                f"Could not fetch the 'last layers' head of {self.name!r} from "
+                f"{PTH_REPO!r} ({type(error).__name__}: {error}). Without a "
+                "network, convert local files with `python -m keras_aim."
+                f"convert {names[0]} --head {names[1]} --preset {self.name} "
+                "--output FOLDER` and pass FOLDER."
+            ) from error
+        return ReleasedCheckpointLoader.from_pth(
+            *paths, num_heads=self.spec["backbone"]["num_heads"]
+        )
+
+
+def download_hub_repo(repo_id, what):
+    """Downloads a Hugging Face hub repository; returns its local folder."""
+    try:
+        import huggingface_hub
+    except ImportError as error:
+        raise ValueError(
+            f"Loading {what!r} needs huggingface_hub (pip install "
+            "'keras-aim[convert]'). Offline, download the repository "
+            f"{repo_id!r} elsewhere and pass its local folder to from_preset."
+        ) from error
+    try:
+        return huggingface_hub.snapshot_download(repo_id)
+    except Exception as error:  # Network and hub errors vary by version.
+        raise ValueError(
+            f"Could not fetch {what!r} from the Hugging Face hub repo "
+            f"{repo_id!r} ({type(error).__name__}: {error}). Without a "
+            "network, copy the repository (config.json + model.safetensors) "
+            "to this machine and call from_preset('/path/to/folder'), or "
+            "convert released .pth files with `python -m keras_aim.convert "
+            "BACKBONE.pth --head HEAD.pth --preset NAME --output FOLDER` and "
+            "pass FOLDER."
+        ) from error
+
+
+class KerasPresetLoader:
+    """A Keras preset folder written by `save_to_preset`.
+
+    A backbone can be loaded from a backbone preset or from a task preset
+    (the saved task is rebuilt around it, through the Keras registry, to
+    read the weights, then its backbone is returned).
+    """
+
+    def __init__(self, folder, config):
+        self.folder = folder
+        self.config = config
+        self.inner = dict(config["config"])
+        backbone = self.inner.get("backbone")
+        self.is_task = isinstance(backbone, dict)
+        self.backbone_config = dict(
+            backbone["config"] if self.is_task else self.inner
+        )
+
+    def _backbone_config(self, kwargs):
+        config = dict(self.backbone_config)
+        if "image_shape" in kwargs:
+            config["image_shape"] = kwargs.pop("image_shape")
+        if kwargs.get("dtype") is not None:
+            config["dtype"] = kwargs["dtype"]
+        kwargs.pop("dtype", None)
+        return config
+
+    def load_backbone(self, cls, load_weights=True, **kwargs):
+        reject_task_args(cls, kwargs)
+        config = self._backbone_config(kwargs)
+        config.update(kwargs)
+        backbone = cls.from_config(config)
+        if load_weights:
+            if self.is_task:
+                task_cls = self._saved_class()
+                config = {**self.inner, "backbone": backbone}
+                config.pop("image_converter", None)
+                config.pop("dtype", None)
+                self._load_weights(task_cls.from_config(config))
+            else:
+                self._load_weights(backbone)
+        return backbone
+
+    def load_task(self, cls, load_weights=True, **kwargs):
+        if not self.is_task:
+            raise ValueError(
+                f"{self.folder!r} holds a backbone without a classification "
+                "head; build AIMImageClassifier(backbone, num_classes=...) to "
+                "train a new head."
+            )
+        kwargs = dict(kwargs)
+        dtype = kwargs.get("dtype")
+        backbone = cls.backbone_cls.from_config(self._backbone_config(kwargs))
+        weight_args = [
+            k for k in getattr(cls, "preset_weight_args", ()) if k in self.inner
+        ]
+        for key in weight_args:
+            kwargs.setdefault(key, self.inner[key])
+        if "image_converter" not in kwargs:
+            kwargs["image_converter"] = load_image_converter(self.folder)
+        model = cls(backbone, dtype=dtype, **kwargs)
+        if load_weights:
+            # The saved config holds the resolved values (e.g. block lists).
+            for key in weight_args:
+                got, want = getattr(model, key), self.inner[key]
+                if got != want:
+                    raise ValueError(
+                        f"The weights in {self.folder!r} were trained with "
+                        f"{key}={want!r}; got {key}={kwargs[key]!r}, which "
+                        f"gives {got!r}. Load with load_weights=False to "
+                        "train a new head."
+                    )
+            self._load_weights(model)
+        return model
+
+    def _saved_class(self):
+        name = self.config.get("registered_name")
+        cls = keras.saving.get_registered_object(name) if name else None
+        if cls is None:
+            raise ValueError(
+                f"{self.folder!r} holds a {self.config['class_name']!r}, "
+                "which is not a registered keras_aim model."
+            )
+        return cls
+
+    def _load_weights(self, model):
+        path = os.path.join(self.folder, SHARDED_WEIGHTS_FILE)
+        if not os.path.exists(path):
+            path = os.path.join(self.folder, WEIGHTS_FILE)
+        if not os.path.exists(path):
+            raise ValueError(
+                f"{self.folder!r} has no weights ({WEIGHTS_FILE} or "
+                f"{SHARDED_WEIGHTS_FILE}); use load_weights=False for the "
+                "architecture only."
+            )
+        try:
+            model.load_weights(path)
+        except Exception as error:
+            raise ValueError(
+                f"Could not load weights from {path!r}: {error}"
+            ) from error
+
+
+def save_preset(model, preset_dir):
+    """Writes `model` into the Keras preset folder `preset_dir`, atomically.
+
+    Everything is written to a temporary folder beside `preset_dir` and
+    renamed into place, so a failure midway leaves the previous preset (if
+    any) intact. A folder holding files that are not part of a preset is
+    refused rather than replaced.
+    """
+    preset_dir = os.path.abspath(os.fspath(preset_dir))
+    if os.path.isdir(preset_dir):
+        foreign = sorted(
+            n for n in os.listdir(preset_dir) if not _preset_file(n)
+        )
+        if foreign:
+            raise ValueError(
+                f"Preset folder {preset_dir!r} holds files that are not part "
+                f"of a preset ({foreign[:5]}); save to a new or empty folder."
+            )
+    try:
+        os.makedirs(os.path.dirname(preset_dir), exist_ok=True)
+        if os.path.exists(preset_dir) and not os.path.isdir(preset_dir):
+            raise NotADirectoryError(f"{preset_dir} is a file")
+        if not os.access(os.path.dirname(preset_dir), os.W_OK):
+            raise PermissionError("the parent folder is not writable")
+    except OSError as error:
+        raise ValueError(
+            f"Cannot create the preset folder {preset_dir!r}: {error}"
+        ) from error
+    config = {
+        "module": "keras_aim",
+        "class_name": type(model).__name__,
+        "registered_name": f"keras_aim>{type(model).__name__}",
+        "config": model.get_config(),
+    }
+    num_bytes = sum(_variable_bytes(v) for v in model.weights)
+    with io_utils.atomic_folder(preset_dir) as folder:
+        io_utils.write_json(os.path.join(folder, CONFIG_FILE), config, 2)
+        if num_bytes > SHARD_THRESHOLD_BYTES:
+            model.save_weights(
+                os.path.join(folder, SHARDED_WEIGHTS_FILE),
+                max_shard_size=SHARD_SIZE_GB,
+            )
+        else:
+            model.save_weights(os.path.join(folder, WEIGHTS_FILE))
+        converter = getattr(model, "image_converter", None)
+        if converter is not None:
+            converter.save_to_preset(folder)
+        metadata = {
+            "keras_aim_version": __version__,
+            "keras_version": keras.__version__,
+            "parameter_count": int(model.count_params()),
+            "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M"),
+        }
+        io_utils.write_json(os.path.join(folder, METADATA_FILE), metadata, 2)
+
+
+def _preset_file(name):
+    return name in (CONFIG_FILE, METADATA_FILE, IMAGE_CONVERTER_FILE) or (
+        name.startswith("model") and ".weights." in name
+    )
+
+
+def _variable_bytes(variable):
+    dtype = keras.backend.standardize_dtype(variable.dtype)
+    itemsize = 2 if "16" in dtype else 8 if "64" in dtype else 4
+    size = 1
+    for dim in variable.shape:
+        size *= int(dim)
+    return size * itemsize

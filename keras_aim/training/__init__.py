@@ -1,0 +1,44 @@
+"""Resumable pre-training runs: the loop, run checkpoints and callbacks.
+
+- `loop`: `train`, `fit` in logging windows of `log_every` steps.
+- `checkpoints`: `CheckpointManager`, atomic checkpoints in Keras' weights
+  format with a settings fingerprint and checksums.
+- `callbacks`: the step logger, the checkpoint/NaN guard, the signal stop.
+- `run_dir`: the output folder and its `log.csv`.
+"""
+
+from keras_aim.training.checkpoints import CHECKPOINT_PREFIX
+from keras_aim.training.checkpoints import STATE_FILE
+from keras_aim.training.checkpoints import WEIGHTS_FILE
+from keras_aim.training.checkpoints import CheckpointManager
+from keras_aim.training.checkpoints import check_fingerprint
+from keras_aim.training.errors import SettingsError
+from keras_aim.training.errors import TrainingDivergedError
+from keras_aim.training.loop import TrainingResult
+from keras_aim.training.loop import train
+from keras_aim.training.loop import window_segments
+from keras_aim.training.run_dir import CHECKPOINT_DIR
+from keras_aim.training.run_dir import LOG_FIELDS
+from keras_aim.training.run_dir import LOG_FILE
+from keras_aim.training.run_dir import TENSORBOARD_DIR
+from keras_aim.training.run_dir import prepare_output_dir
+from keras_aim.training.run_dir import read_log
+
+__all__ = [
+    "CHECKPOINT_DIR",
+    "CHECKPOINT_PREFIX",
+    "LOG_FIELDS",
+    "LOG_FILE",
+    "STATE_FILE",
+    "TENSORBOARD_DIR",
+    "WEIGHTS_FILE",
+    "CheckpointManager",
+    "SettingsError",
+    "TrainingDivergedError",
+    "TrainingResult",
+    "check_fingerprint",
+    "prepare_output_dir",
+    "read_log",
+    "train",
+    "window_segments",
+]

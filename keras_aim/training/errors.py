@@ -1,0 +1,32 @@
+"""The errors a training run reports."""
+
+
+class SettingsError(ValueError):
+    """Bad run settings: an unwritable output folder, a resume mismatch."""
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss or the weights became NaN or infinite during training.
+
+    Attributes:
+        step: the step at which the non-finite loss (or weight) was seen; with
+            logging every k steps, the last step of that window.
+        loss: that step's (or window's) loss.
+        checkpoint: the path of the last good checkpoint, or `None`.
+    """
+
+    def __init__(self, step, loss, checkpoint, what="loss"):
+        self.step = step
+        self.loss = loss
+        self.checkpoint = checkpoint
+        kept = (
+            f"The last good checkpoint is kept: {checkpoint}."
+            if checkpoint
+            else "No checkpoint had been written yet."
+        )
+        super().__init__(
+            f"Training diverged: the {what} is not finite at step {step} "
+            f"(loss={loss}). Training was stopped. {kept} Lower the learning "
+            "rate (or check the input data) and start over (in the example: "
+            "--noresume or a new --output_dir)."
+        )

@@ -1,0 +1,178 @@
+"""The package's shape: imports point one way and files stay readable.
+
+Every `import` of a keras_aim module, at module level or inside a
+function, is an edge of the import graph; the graph must have no cycle (an
+import moved into a function to dodge a cycle still counts). A module
+that imports a name from a package's `__init__` depends on that `__init__`.
+"""
+
+import ast
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGE = os.path.join(ROOT, "keras_aim")
+MAX_LINES = 500
+# Files allowed above MAX_LINES, with the reason (also in the README).
+LARGER = {}
+
+
+def module_files(package_dir):
+    """`{dotted module name: path}` of every .py file under a package."""
+    base = os.path.dirname(package_dir)
+    modules = {}
+    for folder, _, names in os.walk(package_dir):
+        for name in names:
+            if not name.endswith(".py"):
+                continue
+            path = os.path.join(folder, name)
+            parts = os.path.relpath(path, base)[: -len(".py")].split(os.sep)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            modules[".".join(parts)] = path
+    return modules
+
+
+def import_edges(name, path, modules):
+    """The keras_aim modules that module `name` imports, anywhere in it."""
+    with open(path) as f:
+        tree = ast.parse(f.read(), path)
+    is_package = path.endswith("__init__.py")
+    edges = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name in modules:
+                    edges.add(alias.name)
+        elif isinstance(node, ast.ImportFrom):
+            source = node.module or ""
+            if node.level:
+                anchor = name.split(".")
+                if not is_package:
+                    anchor = anchor[:-1]
+                anchor = anchor[: len(anchor) - (node.level - 1)]
+                source = ".".join(anchor + ([source] if source else []))
+            for alias in node.names:
+                submodule = f"{source}.{alias.name}"
+                if submodule in modules:
+                    edges.add(submodule)
+                elif source in modules:
+                    edges.add(source)
+    edges.discard(name)
+    return edges
+
+
+def find_cycle(graph):
+    """One import cycle as a list of modules, or `None`."""
+    state = {}
+    stack = []
+
+    def visit(node):
+        state[node] = "open"
+        stack.append(node)
+        for target in sorted(graph.get(node, ())):
+            if state.get(target) == "open":
+                return stack[stack.index(target) :] + [target]
+            if target not in state:
+                found = visit(target)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = "done"
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return None
+
+
+def import_graph(package_dir):
+    modules = module_files(package_dir)
+    return {
+        name: import_edges(name, path, modules)
+        for name, path in modules.items()
+    }
+
+
+def test_no_import_cycles():
+    graph = import_graph(PACKAGE)
+    assert len(graph) > 30
+    assert "keras_aim.preset_utils" in graph["keras_aim.models.base"]
+    cycle = find_cycle(graph)
+    assert cycle is None, " -> ".join(cycle)
+
+
+def test_loaders_and_the_preset_table_never_import_models():
+    graph = import_graph(PACKAGE)
+    assert graph["keras_aim.presets"] == set()
+    for name in (
+        "keras_aim.preset_utils",
+        "keras_aim.conversion.loader",
+        "keras_aim.conversion.released",
+        "keras_aim.conversion.readers",
+    ):
+        models = {m for m in graph[name] if m.startswith("keras_aim.models")}
+        assert not models, (name, models)
+
+
+def write_package(root, files):
+    for relative, text in files.items():
+        path = os.path.join(root, relative)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text)
+    return os.path.join(root, "pkg")
+
+
+@pytest.mark.parametrize(
+    "files,cycle",
+    [
+        (  # a function-level import closing a cycle
+            {
+                "pkg/__init__.py": "",
+                "pkg/a.py": "from pkg.b import f\n",
+                "pkg/b.py": "def f():\n    from pkg import a\n",
+            },
+            ["pkg.a", "pkg.b", "pkg.a"],
+        ),
+        (  # a name imported from a package __init__ that imports back
+            {
+                "pkg/__init__.py": "from pkg.sub.x import X\n",
+                "pkg/sub/__init__.py": "from pkg.sub.x import X\n",
+                "pkg/sub/x.py": "from .y import Y\nX = 1\n",
+                "pkg/sub/y.py": "from pkg.sub import X\nY = 2\n",
+            },
+            ["pkg.sub", "pkg.sub.x", "pkg.sub.y", "pkg.sub"],
+        ),
+        (
+            {
+                "pkg/__init__.py": "",
+                "pkg/a.py": "import pkg.b\n",
+                "pkg/b.py": "import os\n",
+            },
+            None,
+        ),
+    ],
+)
+def test_the_cycle_check_finds_cycles(tmp_path, files, cycle):
+    package = write_package(str(tmp_path), files)
+    found = find_cycle(import_graph(package))
+    if cycle is None:
+        assert found is None
+    else:
+        assert found[0] == found[-1] and set(found) == set(cycle)
+
+
+def test_no_module_is_too_long():
+    too_long = {}
+    for name, path in module_files(PACKAGE).items():
+        with open(path) as f:
+            count = sum(1 for _ in f)
+        limit = LARGER.get(os.path.relpath(path, ROOT), (MAX_LINES,))[0]
+        if count > limit:
+            too_long[name] = count
+    assert not too_long, too_long
