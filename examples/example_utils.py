@@ -5,8 +5,10 @@ folder on `sys.path`). keras_aim (and so Keras) is imported inside the
 functions, so that `--help` stays fast.
 """
 
+import json
 import math
 import os
+import sys
 
 import numpy as np
 
@@ -106,3 +108,205 @@ def held_out_images(source, image_size, count=8, seed=0):
     return np.asarray(
         next(iter(dataset))
     ), "training images (no held-out split)"
+
+
+# --- The downstream scripts: probe, finetune, extract_features, evaluate ---
+
+
+def parse_flags(argv):
+    """absl flag parsing; bad flags exit 2 with one line (the contract)."""
+    from absl import flags
+
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as error:
+        fail(error)
+
+
+def fail(error):
+    """Prints a one-line error to stderr and exits with status 2."""
+    message = " ".join(str(error).split())
+    print(f"ERROR: {message}", file=sys.stderr)
+    sys.exit(EXIT_BAD_SETTINGS)
+
+
+def run_script(main, argv):
+    """Runs `main(argv)`; bad input (ValueError, missing file) exits 2."""
+    from absl import logging
+
+    logging.set_verbosity(logging.WARNING)
+    try:
+        return main(argv)
+    except (ValueError, FileNotFoundError, ImportError) as error:
+        fail(error)
+
+
+def verbosity():
+    """Keras `verbose`: a progress bar on a terminal, a line per epoch else."""
+    return 1 if sys.stdout.isatty() else 2
+
+
+def output_folder(path):
+    """Creates `--output_dir`; `SettingsError` (a ValueError) if it cannot."""
+    from keras_aim import training
+
+    return training.prepare_output_dir(path)
+
+
+def load_backbone(preset, image_size=None):
+    """The backbone of `--preset` and the image converter to read data with.
+
+    A classifier preset brings its own converter; a backbone preset gets
+    the release's transform at its own input size.
+    """
+    import keras_aim
+    from keras_aim.preprocessing import default_image_converter
+    from keras_aim.preprocessing import load_image_converter
+
+    if not preset:
+        raise ValueError("--preset is required (a name, a preset or a folder).")
+    kwargs = {}
+    if image_size:
+        kwargs["image_shape"] = (image_size, image_size, 3)
+    backbone = keras_aim.AIMBackbone.from_preset(preset, **kwargs)
+    converter = None
+    if os.path.isdir(preset) and not image_size:
+        converter = load_image_converter(preset)
+    if converter is None:
+        converter = default_image_converter(backbone.image_shape)
+    return backbone, converter
+
+
+def split_for(dataset, wanted):
+    """`"test"`, or `"all"` for a folder without split sub-folders."""
+    from keras_aim.data.labelled import TEST_FOLDERS
+
+    if wanted != "auto":
+        return wanted
+    if os.path.isdir(dataset):
+        names = ("train",) + TEST_FOLDERS
+        if not any(os.path.isdir(os.path.join(dataset, n)) for n in names):
+            return "all"
+    return "test"
+
+
+def write_metrics(output_dir, metrics, class_names, title):
+    """Writes `metrics.json` and `confusion.png`; returns the JSON dict."""
+    from keras_aim import plots
+
+    confusion = metrics.pop("confusion")
+    path = os.path.join(output_dir, "confusion.png")
+    plots.plot_confusion_matrix(confusion, path, class_names, title=title)
+    metrics["files"] = {
+        "metrics": os.path.join(output_dir, "metrics.json"),
+        "confusion": path,
+        **metrics.get("files", {}),
+    }
+    with open(metrics["files"]["metrics"], "w") as f:
+        json.dump(metrics, f, indent=1)
+    return metrics
+
+
+def print_metrics(metrics, what):
+    print(
+        f"{what}: top-1 {100 * metrics['top1']:.2f}%, top-5 "
+        f"{100 * metrics['top5']:.2f}% on {metrics['num_test']} images."
+    )
+    for name, path in metrics["files"].items():
+        print(f"  {name}: {path}")
+
+
+def probe_against_twin(
+    backbone,
+    initial_dir,
+    source,
+    output_dir,
+    epochs=200,
+    learning_rate=1e-2,
+    seed=0,
+    verbose=1,
+):
+    """Attentive-probes the trained trunk and its random twin, same budget.
+
+    The twin is the backbone saved before training (`initial_dir`): the
+    same architecture and initial weights. Both get the same probe (head
+    initialisation, batches, epochs); the raw-pixel logistic regression is
+    the baseline. Writes `probe.json` and `confusion.png` (trained arm).
+
+    Returns:
+        The results dict, or `None` when `source` has no labels to probe.
+    """
+    import keras_aim
+    from keras_aim import plots
+    from keras_aim import probing
+
+    if source not in ("digits", "photos"):
+        print(f"No attentive probe: {source!r} is not a built-in labelled set.")
+        return None
+    twin = keras_aim.AIMBackbone.from_preset(initial_dir)
+    results = {
+        "dataset": source,
+        "epochs": epochs,
+        "learning_rate": learning_rate,
+        "seed": seed,
+    }
+    for name, model in (("pretrained", backbone), ("random_twin", twin)):
+        if verbose:
+            print(f"Attentive probe of the {name.replace('_', ' ')} trunk...")
+        metrics = probing.probe_accuracy(
+            model, source, epochs=epochs, seed=seed
+        )
+        results[name] = {"top1": metrics["top1"], "top5": metrics["top5"]}
+        if name == "pretrained":
+            confusion, names = metrics["confusion"], metrics["class_names"]
+            results["num_train"] = metrics["num_train"]
+            results["num_test"] = metrics["num_test"]
+    results["raw_pixels_top1"] = probing.pixel_baseline(
+        source, backbone.image_shape[0], seed
+    )
+    files = {
+        "probe": os.path.join(output_dir, "probe.json"),
+        "confusion": os.path.join(output_dir, "confusion.png"),
+    }
+    plots.plot_confusion_matrix(
+        confusion,
+        files["confusion"],
+        names,
+        title=f"attentive probe of the pre-trained trunk on {source}",
+    )
+    with open(files["probe"], "w") as f:
+        json.dump(results, f, indent=1)
+    return {**results, "files": files}
+
+
+def prepare_tensorflow_devices(distribution, mesh):
+    """Makes the logical CPU replicas `--mesh=Nx1` asks TensorFlow for.
+
+    TensorFlow fixes its devices when it first runs an op, which importing
+    Keras does; so this runs before keras_aim is imported.
+    """
+    if (
+        os.environ.get("KERAS_BACKEND") != "tensorflow"
+        or distribution != "data"
+    ):
+        return
+    if not mesh:
+        return
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        return
+    replicas = int(str(mesh).lower().split("x")[0])
+    tf.config.set_logical_device_configuration(
+        tf.config.list_physical_devices("CPU")[0],
+        [tf.config.LogicalDeviceConfiguration()] * replicas,
+    )
+
+
+def chief_process():
+    """Whether this process is a run's first (torchrun's RANK, or Keras'
+    KERAS_DISTRIBUTION_PROCESS_ID for multi-host JAX)."""
+    for name in ("RANK", "KERAS_DISTRIBUTION_PROCESS_ID"):
+        if os.environ.get(name, "0") not in ("", "0"):
+            return False
+    return True

@@ -166,6 +166,15 @@ def convert(args):
     source = os.fspath(args.source)
     if not os.path.exists(source):
         raise FileNotFoundError(f"SOURCE {source} does not exist.")
+    sources = {os.path.realpath(source)}
+    if os.path.isfile(source):
+        sources.add(os.path.realpath(os.path.dirname(source) or "."))
+    if os.path.realpath(output) in sources:
+        raise ValueError(
+            f"--output {output} is the source's own folder; writing the "
+            "preset there would replace the released files. Pass another "
+            "folder."
+        )
     if os.path.isdir(source):
         if args.head is not None:
             raise ValueError(

@@ -1,9 +1,12 @@
 """The AIM pre-training objective: next-patch pixel regression."""
 
 import keras
+import numpy as np
 from keras import ops
 
+from keras_aim.layers.patchify import Unpatchify
 from keras_aim.layers.patchify import patchify
+from keras_aim.validation import check_prefix_lengths
 
 TARGET_NORM_EPSILON = 1e-6
 
@@ -88,6 +91,7 @@ def next_patch_pixel_loss(
     patch_size,
     normalize_targets=True,
     token_order=None,
+    return_terms=False,
 ):
     """Next-patch pixel MSE of AIM, pooled over the non-prefix patches.
 
@@ -96,8 +100,8 @@ def next_patch_pixel_loss(
     `p * p * C` values; the loss is the mean of these errors over every
     target patch `t` with `t >= K_b` (not in the prefix of its sample `b`),
     pooled over the whole batch (El-Nouby et al., ICML 2024). A prefix
-    length of 0 acts as 1: patch 0 has no prediction. Samples with
-    `K_b >= N` contribute nothing; a batch without any target gives 0.
+    length of 0 acts as 1: patch 0 has no prediction. Concrete prefix
+    lengths must lie in `[0, N - 1]`.
     Computed in float32 whatever the dtype of the inputs.
 
     Args:
@@ -113,9 +117,12 @@ def next_patch_pixel_loss(
         token_order: optional int `(N,)` permutation of the raster patch
             indices; the targets are taken in this order, matching a trunk
             run with the same `token_order`.
+        return_terms: bool, return `(sum of patch errors, number of target
+            patches)` instead of their ratio (to pool over several
+            replicas). Defaults to `False`.
 
     Returns:
-        A float32 scalar.
+        A float32 scalar (or the two terms).
 
     Example:
 
@@ -162,6 +169,8 @@ def next_patch_pixel_loss(
             "Next-patch prediction needs at least 2 patches per image; got "
             f"{num} for images of shape {tuple(images.shape)}."
         )
+    if num is not None:
+        check_prefix_lengths(prefix_lengths, num)
     prefix_lengths = _prefix_lengths(prefix_lengths, ops.shape(targets)[0])
     got = prefix_lengths.shape[0]
     if batch is not None and got is not None and got != batch:
@@ -176,8 +185,10 @@ def next_patch_pixel_loss(
     )
     positions = ops.arange(1, ops.shape(targets)[1], dtype="int32")
     weights = ops.cast(positions[None, :] >= prefix_lengths[:, None], "float32")
-    count = ops.maximum(ops.sum(weights), 1.0)
-    return ops.sum(errors * weights) / count
+    total, count = ops.sum(errors * weights), ops.sum(weights)
+    if return_terms:
+        return total, count
+    return total / ops.maximum(count, 1.0)
 
 
 def _prefix_lengths(prefix_lengths, batch):
@@ -206,3 +217,60 @@ def _check_float(tensor, name):
             "integer images to float and normalise them (e.g. with "
             "keras_aim.AIMImageConverter) first."
         )
+
+
+def next_patch_reconstruction(
+    images,
+    predictions,
+    prefix_lengths,
+    patch_size,
+    normalize_targets=True,
+    token_order=None,
+    grid_size=None,
+):
+    """Images rebuilt from next-patch predictions, for inspection.
+
+    Patches of the prefix (and the first patch, which has no prediction)
+    are copied from `images`; every other patch is its prediction, moved
+    to the patch it predicts and, with `normalize_targets`, de-normalised
+    with that true patch's mean and unbiased std (as MAE does for display).
+
+    Args:
+        images: `(B, H, W, C)` normalised float images.
+        predictions: `(B, N, p * p * C)`; row `i` predicts patch `i + 1`.
+        prefix_lengths: int `(B,)` or int.
+        patch_size: int.
+        normalize_targets: bool, whether the predictions are in units of
+            each patch's normalisation.
+        token_order: optional `(N,)` permutation the sequence is in.
+        grid_size: `(grid_h, grid_w)`; defaults to the images' grid.
+
+    Returns:
+        `(B, H, W, C)` float32 images in the input's normalisation.
+    """
+
+    images = ops.convert_to_tensor(images)
+    if grid_size is None:
+        grid_size = (
+            images.shape[1] // patch_size,
+            images.shape[2] // patch_size,
+        )
+    grid_h, grid_w = grid_size
+    predictions = ops.cast(predictions, "float32")
+    targets = next_patch_targets(images, patch_size, False, token_order)
+    shifted = ops.concatenate([targets[:, :1], predictions[:, :-1]], axis=1)
+    if normalize_targets:
+        mean = ops.mean(targets, axis=-1, keepdims=True)
+        var = ops.var(targets, axis=-1, keepdims=True)
+        var = var * targets.shape[-1] / (targets.shape[-1] - 1)
+        shifted = shifted * ops.sqrt(var + TARGET_NORM_EPSILON) + mean
+    prefix_lengths = ops.cast(ops.convert_to_tensor(prefix_lengths), "int32")
+    prefix_lengths = ops.reshape(prefix_lengths, (-1, 1, 1))
+    positions = ops.arange(grid_h * grid_w, dtype="int32")[None, :, None]
+    keep = ops.logical_or(positions < prefix_lengths, positions < 1)
+    sequence = ops.where(keep, targets, shifted)
+    if token_order is not None:
+        inverse = np.argsort(np.asarray(token_order))
+        sequence = ops.take(sequence, inverse, axis=1)
+    unpatchify = Unpatchify(patch_size, images.shape[-1], dtype="float32")
+    return unpatchify(sequence, grid_size=(grid_h, grid_w))

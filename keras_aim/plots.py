@@ -101,3 +101,62 @@ def plot_next_patch_grid(
     figure.tight_layout()
     figure.savefig(png_path)
     return png_path
+
+
+def plot_confusion_matrix(confusion, png_path, class_names=None, title=None):
+    """Draws a confusion matrix (rows: true class, columns: predicted).
+
+    Rows are normalised to fractions of each true class; class names label
+    the axes when there are at most 40 classes.
+
+    Args:
+        confusion: `(C, C)` counts, `confusion[i, j]` = examples of class
+            `i` predicted as `j`.
+        png_path: the PNG to write.
+        class_names: optional list of `C` names.
+        title: optional figure title.
+
+    Returns:
+        `png_path`.
+    """
+    confusion = np.asarray(confusion, "float64")
+    if confusion.ndim != 2 or confusion.shape[0] != confusion.shape[1]:
+        raise ValueError(
+            f"`confusion` must be a square matrix; got shape {confusion.shape}."
+        )
+    num_classes = confusion.shape[0]
+    totals = confusion.sum(axis=1, keepdims=True)
+    fractions = np.divide(
+        confusion, totals, out=np.zeros_like(confusion), where=totals > 0
+    )
+    size = min(12.0, 3.0 + 0.3 * num_classes)
+    figure = _figure(size + 1.0, size)
+    axis = figure.add_subplot(1, 1, 1)
+    image = axis.imshow(fractions, cmap="Blues", vmin=0.0, vmax=1.0)
+    figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04)
+    axis.set_xlabel("predicted class")
+    axis.set_ylabel("true class")
+    if class_names is not None and num_classes <= 40:
+        ticks = np.arange(num_classes)
+        axis.set_xticks(ticks)
+        axis.set_yticks(ticks)
+        axis.set_xticklabels(class_names, rotation=90, fontsize=7)
+        axis.set_yticklabels(class_names, fontsize=7)
+        if num_classes <= 15:
+            for i in range(num_classes):
+                for j in range(num_classes):
+                    if confusion[i, j]:
+                        axis.text(
+                            j,
+                            i,
+                            int(confusion[i, j]),
+                            ha="center",
+                            va="center",
+                            fontsize=7,
+                            color="white" if fractions[i, j] > 0.5 else "k",
+                        )
+    if title:
+        axis.set_title(title)
+    figure.tight_layout()
+    figure.savefig(png_path)
+    return png_path

@@ -17,6 +17,11 @@ PRESETS = {
         "best_layers": [14, 15, 16, 17, 18, 19],
         "hub_repo": "apple/aim-600M",
         "pth_prefix": "aim_600m_2bimgs_attnprobe",
+        "sha256": {  # prefixes published in the release's README
+            "backbone": "0d6f6b8f",
+            "head_last_layers": "5ce5a341",
+            "head_best_layers": "ebd45c05",
+        },
         "description": "AIM-0.6B, 2B images; IN-1k probe 79.4 (best) / 78.5",
     },
     "aim_1b": {
@@ -29,6 +34,11 @@ PRESETS = {
         "best_layers": [12, 13, 14, 15, 16, 17],
         "hub_repo": "apple/aim-1B",
         "pth_prefix": "aim_1b_5bimgs_attnprobe",
+        "sha256": {  # prefixes published in the release's README
+            "backbone": "d254ecd3",
+            "head_last_layers": "db3be2ad",
+            "head_best_layers": "f1ed7852",
+        },
         "description": "AIM-1B, 5B images; IN-1k probe 82.3 (best) / 80.6",
     },
     "aim_3b": {
@@ -41,6 +51,11 @@ PRESETS = {
         "best_layers": [12, 13, 14, 15, 16, 17],
         "hub_repo": "apple/aim-3B",
         "pth_prefix": "aim_3b_5bimgs_attnprobe",
+        "sha256": {  # prefixes published in the release's README
+            "backbone": "8475ce4e",
+            "head_last_layers": "5c057b30",
+            "head_best_layers": "ad380e16",
+        },
         "description": "AIM-3B, 5B images; IN-1k probe 83.3 (best) / 82.2",
     },
     "aim_7b": {
@@ -53,6 +68,11 @@ PRESETS = {
         "best_layers": [14, 15, 16, 17, 18, 19],
         "hub_repo": "apple/aim-7B",
         "pth_prefix": "aim_7b_5bimgs_attnprobe",
+        "sha256": {  # prefixes published in the release's README
+            "backbone": "184ed94c",
+            "head_last_layers": "1e5c99ba",
+            "head_best_layers": "73ecd732",
+        },
         "description": "AIM-7B, 5B images; IN-1k probe 84.0 (best) / 82.4",
     },
 }
@@ -90,4 +110,19 @@ def best_probe_layers(patch_size, hidden_dim, num_layers, num_heads):
             and arch["num_heads"] == num_heads
         ):
             return list(spec["best_layers"])
+    return None
+
+
+def released_sha256_prefix(filename):
+    """The published SHA-256 prefix of a released `.pth` file, by name.
+
+    Example:
+
+    >>> released_sha256_prefix("aim_600m_2bimgs_attnprobe_backbone.pth")
+    '0d6f6b8f'
+    """
+    for spec in PRESETS.values():
+        for part, prefix in spec["sha256"].items():
+            if filename == f"{spec['pth_prefix']}_{part}.pth":
+                return prefix
     return None

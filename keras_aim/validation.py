@@ -178,3 +178,251 @@ def reject_task_args(cls, kwargs):
             f"{cls.__name__}.from_preset does not take {sorted(extra)}; "
             "those belong to AIMImageClassifier.from_preset."
         )
+
+
+# --- Sizes a config may ask for ----------------------------------------------
+
+ALLOW_LARGE_ENV = "KERAS_AIM_ALLOW_LARGE_MODELS"
+# Far beyond any AIM (the 7B has width 4096, 32 blocks, patch 14).
+SIZE_LIMITS = {
+    "hidden_dim": 65536,
+    "num_layers": 4096,
+    "patch_size": 1024,
+    "num_heads": 4096,
+    "num_classes": 10_000_000,
+}
+
+
+def _allow_large():
+    import os
+
+    return os.environ.get(ALLOW_LARGE_ENV, "") not in ("", "0")
+
+
+def check_size_limit(value, name):
+    """Refuses a size far beyond any AIM unless the override is set."""
+    limit = SIZE_LIMITS[name]
+    if value > limit and not _allow_large():
+        raise ValueError(
+            f"`{name}`={value} is far beyond any AIM model (limit {limit}); "
+            f"set {ALLOW_LARGE_ENV}=1 if you really mean it."
+        )
+    return value
+
+
+def physical_memory_bytes():
+    """The machine's physical memory, or `None` where it cannot be read."""
+    import os
+
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_parameter_memory(num_parameters, bytes_per_parameter, what):
+    """Refuses to build `what` if its weights alone exceed physical memory.
+
+    A config from the internet can ask for any size; building it would
+    allocate until the process dies. `KERAS_AIM_ALLOW_LARGE_MODELS=1`
+    builds it anyway (e.g. under a distribution that shards it).
+    """
+    memory = physical_memory_bytes()
+    needed = int(num_parameters) * int(bytes_per_parameter)
+    if memory and needed > memory and not _allow_large():
+        raise ValueError(
+            f"{what} has {num_parameters:,} parameters: {needed / 1e9:.1f} GB "
+            f"for the weights alone, more than this machine's "
+            f"{memory / 1e9:.1f} GB of memory. Check the config (a width or "
+            f"depth far beyond AIM's?), or set {ALLOW_LARGE_ENV}=1 to build "
+            "it anyway."
+        )
+
+
+def backbone_parameter_count(
+    patch_size, hidden_dim, num_layers, mlp_ratio=4.0, num_channels=3
+):
+    """Parameters of an AIM trunk, from its config (no build needed).
+
+    Example:
+
+    >>> backbone_parameter_count(14, 1536, 24)
+    680535552
+    """
+    width = hidden_dim
+    mlp = int(mlp_ratio * width)
+    embed = patch_size * patch_size * num_channels * width + 3 * width
+    block = 4 * width + 4 * width * width + 2 * width * mlp
+    return embed + num_layers * block + 2 * width
+
+
+# --- Inputs -------------------------------------------------------------------
+
+# Normalised images (ImageNet statistics) lie within about [-2.2, 2.7].
+RAW_PIXEL_THRESHOLD = 20.0
+
+
+def check_image_values(images, what="images"):
+    """Refuses integer images, and concrete float arrays of raw pixels.
+
+    Only NumPy arrays are read (symbolic or device tensors are left alone).
+    """
+    dtype = str(getattr(images, "dtype", ""))
+    if "int" in dtype or dtype == "bool" or "uint" in dtype:
+        raise ValueError(
+            f"`{what}` must be normalised float images; got dtype {dtype}. "
+            "Convert raw images with keras_aim.AIMImageConverter (the "
+            "classifier's `predict` does it for uint8), or (x / 255 - mean) "
+            "/ std."
+        )
+    if isinstance(images, np.ndarray) and images.size:
+        if not np.isfinite(images).all():
+            raise ValueError(f"`{what}` hold NaN or infinite values.")
+        peak = float(np.max(np.abs(images)))
+        if peak > RAW_PIXEL_THRESHOLD:
+            raise ValueError(
+                f"`{what}` look like raw pixels (largest magnitude {peak:g}); "
+                "AIM expects images normalised with the ImageNet mean and "
+                "std (values within about [-2.2, 2.7]). Normalise them with "
+                "keras_aim.AIMImageConverter first."
+            )
+
+
+def _first_array(x):
+    """The first array of an input structure (dict, tuple, array)."""
+    if isinstance(x, dict):
+        x = x.get("images", next(iter(x.values()), None))
+    if isinstance(x, (tuple, list)) and x and not hasattr(x, "shape"):
+        x = x[0]
+    return x
+
+
+def check_not_empty(x, what="x"):
+    """Refuses data with no examples before a Keras loop starts.
+
+    On JAX, an empty batch reaching `fit`, `evaluate` or `predict` leaves
+    the model's variables unreadable for the rest of the process; this
+    check runs first. Arrays: a zero batch axis. `tf.data` datasets: zero
+    cardinality, a zero static batch dimension, or (finite, unknown size)
+    no first element. `keras.utils.PyDataset`: no batches. Generators are
+    not looked into.
+    """
+    if x is None:
+        return
+    if hasattr(x, "element_spec") and hasattr(x, "cardinality"):
+        spec = _first_array(x.element_spec)
+        shape = getattr(spec, "shape", None)
+        if shape is not None and len(shape) and shape[0] == 0:
+            raise ValueError(f"`{what}` yields batches of 0 examples.")
+        cardinality = int(x.cardinality())
+        if cardinality == 0:
+            raise ValueError(f"`{what}` is an empty dataset (0 batches).")
+        if cardinality == -2:  # Unknown but finite: look at one element.
+            first = next(iter(x.take(1)), None)
+            if first is None:
+                raise ValueError(f"`{what}` is an empty dataset (0 batches).")
+            batch = getattr(_first_array(first), "shape", (1,))
+            if len(batch) and batch[0] == 0:
+                raise ValueError(f"`{what}` yields batches of 0 examples.")
+        return
+    if hasattr(x, "__getitem__") and hasattr(x, "num_batches"):
+        if not len(x):
+            raise ValueError(f"`{what}` has no batches.")
+        return
+    array = _first_array(x)
+    shape = getattr(array, "shape", None)
+    if shape is not None and len(shape) and shape[0] == 0:
+        raise ValueError(
+            f"`{what}` holds 0 examples (shape {tuple(shape)}); pass at least "
+            "one."
+        )
+
+
+def check_prefix_lengths(prefix_lengths, num_patches):
+    """Refuses concrete prefix lengths outside `[0, num_patches - 1]`.
+
+    With `K >= N` every output attends to the patch it predicts (the whole
+    sequence is the prefix); negative lengths mean nothing. Python ints,
+    lists and NumPy arrays are checked; tensors traced inside a step are
+    drawn in range by the pretrainer itself.
+    """
+    if isinstance(prefix_lengths, bool):
+        raise ValueError(
+            f"`prefix_lengths` must be integers; got {prefix_lengths!r}."
+        )
+    if not isinstance(
+        prefix_lengths, (int, np.integer, list, tuple, np.ndarray)
+    ):
+        return
+    values = np.asarray(prefix_lengths)
+    if values.dtype.kind not in "iu":
+        raise ValueError(
+            f"`prefix_lengths` must be integers; got dtype {values.dtype}."
+        )
+    if values.size and (values.min() < 0 or values.max() > num_patches - 1):
+        raise ValueError(
+            f"`prefix_lengths` must lie in [0, N - 1] = [0, {num_patches - 1}] "
+            f"for {num_patches} patches (with K >= N an output would see the "
+            f"patch it predicts); got values from {values.min()} to "
+            f"{values.max()}."
+        )
+
+
+# keras.Model's functional constructor quietly drops keyword arguments it
+# does not know, so a misspelt `image_shap=` would build the default model.
+MODEL_KWARGS = ("name", "trainable")
+
+
+def check_model_kwargs(cls, kwargs):
+    """Refuses keyword arguments that are neither `cls`'s nor Keras' own.
+
+    Args:
+        cls: the model class (its `__init__` signature lists its own).
+        kwargs: the extra keyword arguments received.
+    """
+    import difflib
+    import inspect
+
+    unknown = sorted(set(kwargs) - set(MODEL_KWARGS))
+    if not unknown:
+        return
+    own = [
+        name
+        for name in inspect.signature(cls.__init__).parameters
+        if name not in ("self", "kwargs")
+    ]
+    names = own + list(MODEL_KWARGS)
+    hints = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hints.append(f"{name!r}{hint}")
+    raise ValueError(
+        f"{cls.__name__} got unexpected keyword arguments: "
+        f"{', '.join(hints)}. It takes {', '.join(names)}."
+    )
+
+
+def check_prefix_range(prefix_range):
+    """`None`, or `prefix_range` as a pair of ints with `1 <= low <= high`."""
+    if prefix_range is None:
+        return None
+    try:
+        low, high = prefix_range
+        ok = all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+            for v in (low, high)
+        )
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(
+            "`prefix_range` must be None or a pair of ints (low, high); got "
+            f"{prefix_range!r}."
+        )
+    if low < 1 or low > high:
+        raise ValueError(
+            f"`prefix_range`={tuple(prefix_range)} must satisfy 1 <= low <= "
+            "high <= N - 1 (N = patches per image)."
+        )
+    return int(low), int(high)

@@ -38,6 +38,7 @@ TINY = dict(
     learning_rate=1e-3,
     num_preview=4,
     log_every=1,
+    probe=False,
     verbose=0,
 )
 TINY_FLAGS = [f"--{k}={v}" for k, v in TINY.items()]
@@ -56,6 +57,8 @@ pretrain = _load_example()
 
 def run_main(argv):
     """Runs the example's `main` in-process; returns its exit code."""
+    if "log_every" not in pretrain.FLAGS:
+        pretrain.define_flags()
     pretrain.FLAGS.unparse_flags()
     pretrain.FLAGS(["pretrain.py", *argv])
     try:
@@ -112,6 +115,17 @@ class CallbackAt(keras.callbacks.Callback):
             self.action()
 
 
+def keras_aim_module():
+    import keras_aim
+
+    return keras_aim
+
+
+def saved_backbone_params(output_dir):
+    with open(os.path.join(output_dir, "backbone", "metadata.json")) as f:
+        return json.load(f)["parameter_count"]
+
+
 def crash():
     raise RuntimeError("simulated crash")
 
@@ -140,7 +154,10 @@ def assert_finite_weights(path):
 @pytest.fixture(scope="module")
 def straight_run(tmp_path_factory):
     output_dir = str(tmp_path_factory.mktemp("straight"))
-    summary = pretrain.run(output_dir=output_dir, checkpoint_every=4, **TINY)
+    settings = {**TINY, "probe": True, "probe_epochs": 2}
+    summary = pretrain.run(
+        output_dir=output_dir, checkpoint_every=4, **settings
+    )
     return output_dir, summary
 
 
@@ -170,7 +187,20 @@ def test_run_writes_log_plots_checkpoints_and_backbone(straight_run):
     with open(os.path.join(manager.latest(), training.STATE_FILE)) as f:
         assert json.load(f)["step"] == 8
     with open(os.path.join(output_dir, "summary.json")) as f:
-        assert json.load(f)["step"] == 8
+        saved = json.load(f)
+    assert saved["step"] == 8
+    # The probe of the trained trunk against its random twin.
+    probe = saved["probe"]
+    assert probe["num_test"] == 539 and probe["epochs"] == 2
+    for arm in ("pretrained", "random_twin"):
+        assert 0.0 <= probe[arm]["top1"] <= probe[arm]["top5"] <= 1.0
+    assert probe["raw_pixels_top1"] > 0.9
+    with open(os.path.join(output_dir, "probe.json")) as f:
+        assert json.load(f)["pretrained"] == probe["pretrained"]
+    twin = keras_aim_module().AIMBackbone.from_preset(
+        os.path.join(output_dir, "initial_backbone")
+    )
+    assert twin.count_params() == saved_backbone_params(output_dir)
     import keras_aim
 
     backbone = keras_aim.AIMBackbone.from_preset(

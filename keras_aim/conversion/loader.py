@@ -8,6 +8,7 @@ the caller (`load_backbone(cls)` / `load_task(cls)`, as the loaders of
 time. It never imports the models.
 """
 
+import hashlib
 import os
 
 from keras_aim.conversion.readers import open_state_dict
@@ -24,8 +25,32 @@ from keras_aim.conversion.released import load_released_weights
 from keras_aim.conversion.released import read_hub_config
 from keras_aim.preprocessing import default_image_converter
 from keras_aim.presets import NUM_CLASSES
+from keras_aim.presets import released_sha256_prefix
 from keras_aim.validation import check_num_heads
 from keras_aim.validation import reject_task_args
+
+
+def check_released_sha256(path):
+    """Checks a file named as a released `.pth` against its published hash.
+
+    The release's README publishes the first 8 hex digits of each file's
+    SHA-256; a download cut short or altered is refused, naming the file.
+    Files under other names are not checked.
+    """
+    prefix = released_sha256_prefix(os.path.basename(os.fspath(path)))
+    if prefix is None:
+        return
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            digest.update(block)
+    actual = digest.hexdigest()
+    if not actual.startswith(prefix):
+        raise ValueError(
+            f"{path} is not the released file of that name: its SHA-256 "
+            f"starts {actual[:8]}, the release publishes {prefix}. Download "
+            "it again (it may be truncated or altered)."
+        )
 
 
 class ReleasedCheckpointLoader:
@@ -82,6 +107,7 @@ class ReleasedCheckpointLoader:
                 raise FileNotFoundError(
                     f"Checkpoint file {path} does not exist."
                 )
+            check_released_sha256(path)
         probe_layers = head_file_probe_layers(head_path) if head_path else None
         return cls(paths, num_heads=num_heads, probe_layers=probe_layers)
 
@@ -126,7 +152,16 @@ class ReleasedCheckpointLoader:
         size = (self.hub_config or {}).get("img_size", 224)
         if not isinstance(size, (list, tuple)):
             size = (size, size)
-        return (int(size[0]), int(size[-1]), architecture["num_channels"])
+        ok = len(size) in (1, 2) and all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0
+            for v in size
+        )
+        if not ok:
+            raise ValueError(
+                f"{self.where} gives img_size={size!r}; expected a positive "
+                "int or a [height, width] pair."
+            )
+        return (size[0], size[-1], architecture["num_channels"])
 
     def _backbone(self, cls, architecture, kwargs):
         num_heads = kwargs.pop("num_heads", None)

@@ -19,7 +19,9 @@ class StateDictReader:
 
     Use `open_state_dict` to get one. `keys()` lists the tensor names,
     `shape(name)` gives a shape without reading data and `get(name)` reads
-    one tensor as a NumPy array. Readers are context managers.
+    one tensor as a NumPy array; `get(name, dtype)` (a cast for a weight)
+    refuses a tensor stored as integers or booleans. Readers are context
+    managers.
     """
 
     def __init__(self, path):
@@ -52,6 +54,13 @@ class StateDictReader:
 
     def _missing(self, name):
         return KeyError(f"Tensor {name!r} is not in checkpoint {self.path}.")
+
+
+def _not_float(name, path, stored):
+    return ValueError(
+        f"Tensor {name!r} in {path} has dtype {stored}, but every AIM weight "
+        "is a float tensor: the checkpoint is damaged or not an AIM one."
+    )
 
 
 def _bfloat16():
@@ -144,6 +153,8 @@ class _SafetensorsReader(StateDictReader):
                 f"Tensor {name!r} in {self.path} has {num_bytes} bytes for "
                 f"shape {shape} and dtype {stored}: the file is corrupt."
             )
+        if dtype is not None and stored not in ("F64", "F32", "F16", "BF16"):
+            raise _not_float(name, self.path, stored)
         self._read_into(name, offset, array)
         if stored == "BF16":
             array = array.view(_bfloat16())
@@ -224,6 +235,8 @@ class _TorchReader(StateDictReader):
         if name not in self._state:
             raise self._missing(name)
         tensor = self._state[name].detach()
+        if dtype is not None and not tensor.is_floating_point():
+            raise _not_float(name, self.path, tensor.dtype)
         if tensor.dtype == self._torch.bfloat16:
             if _wants_bfloat16(dtype):
                 bits = tensor.contiguous().view(self._torch.int16).numpy()
@@ -324,6 +337,8 @@ class _DictReader(StateDictReader):
 
     def get(self, name, dtype=None):
         array = np.asarray(self._state[name])
+        if dtype is not None and array.dtype.kind not in "fV":
+            raise _not_float(name, self.path, array.dtype)
         return array if dtype is None else array.astype(dtype)
 
 

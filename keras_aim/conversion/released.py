@@ -157,9 +157,9 @@ def hub_architecture(config, path):
     try:
         return {
             "patch_size": _as_int(config["patch_size"]),
-            "hidden_dim": int(config["embed_dim"]),
-            "num_layers": int(config["num_blocks"]),
-            "num_channels": int(config.get("num_channels", 3)),
+            "hidden_dim": _as_int(config["embed_dim"]),
+            "num_layers": _as_int(config["num_blocks"]),
+            "num_channels": _as_int(config.get("num_channels", 3)),
             "mlp_ratio": 4.0,
             "num_classes": config.get("num_classes"),
         }
@@ -178,24 +178,37 @@ def check_hub_config(config, inferred, where):
         ("num_blocks", "num_layers"),
         ("num_channels", "num_channels"),
     ):
-        if key in config and _as_int(config[key]) != inferred[name]:
+        if key in config and _config_int(config, key, where) != inferred[name]:
             raise ValueError(
                 f"{where} says {key}={config[key]} but the tensors have "
                 f"{name}={inferred[name]}."
             )
     classes = inferred["num_classes"]
     if classes is not None and config.get("num_classes") is not None:
-        if _as_int(config["num_classes"]) != classes:
+        if _config_int(config, "num_classes", where) != classes:
             raise ValueError(
                 f"{where} says num_classes={config['num_classes']} but "
                 f"'head.linear.weight' has {classes} rows."
             )
 
 
+def _config_int(config, key, where):
+    try:
+        return _as_int(config[key])
+    except ValueError:
+        raise ValueError(
+            f"{where}: `{key}`={config[key]!r} must be a positive integer."
+        ) from None
+
+
 def _as_int(value):
-    if isinstance(value, (list, tuple)):
+    """A positive int from a config value (the release writes some as
+    one-element lists); anything else is a `ValueError`."""
+    if isinstance(value, (list, tuple)) and len(value) >= 1:
         value = value[0]
-    return int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"expected a positive integer, got {value!r}")
+    return value
 
 
 def hub_probe_layers(probe_layers, num_layers):
@@ -421,6 +434,11 @@ def load_released_weights(model, reader, dtype=None):
     for key, (variable, _, fn) in plan.items():
         target = _numpy_dtype(variable.dtype if dtype is None else dtype)
         array = fn(reader.get(key, dtype=target))
+        if not np.isfinite(array.astype(np.float32, copy=False)).all():
+            raise ValueError(
+                f"Tensor {key!r} in {reader.path} holds NaN or infinite "
+                "values: the checkpoint is damaged."
+            )
         variable.assign(np.ascontiguousarray(array.astype(target, copy=False)))
         del array
     return model

@@ -44,6 +44,8 @@ from keras_aim.data.builtin import load_sample_photos
 from keras_aim.data.builtin import photo_crop_boxes
 from keras_aim.data.builtin import photo_region
 from keras_aim.data.evaluation import evaluation_dataset
+from keras_aim.data.labelled import LabelledImages
+from keras_aim.data.labelled import labelled_images
 from keras_aim.data.pipelines import pretraining_dataset
 from keras_aim.data.pipelines import probe_dataset
 from keras_aim.data.sources import IMAGE_EXTENSIONS
@@ -52,6 +54,7 @@ from keras_aim.data.sources import list_image_files
 __all__ = [
     "CROP_MODES",
     "IMAGE_EXTENSIONS",
+    "LabelledImages",
     "SKIMAGE_PHOTOS",
     "SKLEARN_PHOTOS",
     "SPLITS",
@@ -59,6 +62,7 @@ __all__ = [
     "TEST_FRACTION",
     "evaluation_dataset",
     "evaluation_transform",
+    "labelled_images",
     "list_image_files",
     "load_digits_images",
     "load_sample_photos",

@@ -5,12 +5,12 @@ import os
 import numpy as np
 
 from keras_aim.data._common import _tf
-from keras_aim.data.pipelines import _batched
 from keras_aim.data.sources import _folder_files
 from keras_aim.data.sources import _load_tfds
 from keras_aim.data.sources import _parse_tfds
 from keras_aim.data.sources import _read_image
 from keras_aim.data.sources import _to_rgb
+from keras_aim.data.streams import _batched
 from keras_aim.preprocessing import IMAGENET_MEAN
 from keras_aim.preprocessing import IMAGENET_STD
 from keras_aim.preprocessing import AIMImageConverter

@@ -20,43 +20,15 @@ from keras_aim.data.builtin import photo_crop_boxes
 from keras_aim.data.builtin import photo_region
 from keras_aim.data.sources import _class_folder
 from keras_aim.data.sources import _folder_files
-from keras_aim.data.sources import _load_tfds
-from keras_aim.data.sources import _parse_tfds
 from keras_aim.data.sources import _read_image
-from keras_aim.data.sources import _to_rgb
+from keras_aim.data.streams import _batched
+from keras_aim.data.streams import _indexed_views
+from keras_aim.data.streams import _photo_reader
+from keras_aim.data.streams import _positions
+from keras_aim.data.streams import _shard_sizes
+from keras_aim.data.streams import _tfds_stream
 from keras_aim.preprocessing import AIMImageConverter
 from keras_aim.validation import positive_int
-
-
-def _views(images_fn, augment, crops_per_image, seed):
-    """Maps `(index, item)` to `crops_per_image` augmented views.
-
-    `images_fn(item)` returns the source image; view `j` of stream element
-    `i` uses the stateless seed derived from `(seed, i, j)`.
-    """
-    tf = _tf()
-    base = tf.constant([int(seed), 0], tf.int32)
-
-    def fn(index, item):
-        image = images_fn(item)
-        element_seed = tf.random.experimental.stateless_fold_in(
-            base, tf.cast(index, tf.int32)
-        )
-        seeds = tf.random.experimental.stateless_split(
-            element_seed, crops_per_image
-        )
-        return tf.stack(
-            [augment(image, seeds[j]) for j in range(crops_per_image)]
-        )
-
-    return fn
-
-
-def _batched(dataset, batch_size, drop_remainder):
-    tf = _tf()
-    return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(
-        tf.data.AUTOTUNE
-    )
 
 
 def pretraining_dataset(
@@ -77,6 +49,9 @@ def pretraining_dataset(
     image_key="image",
     shuffle_buffer=10_000,
     drop_remainder=True,
+    start_batch=0,
+    num_shards=1,
+    shard_index=0,
 ):
     """Builds a tf.data stream of augmented, normalised images.
 
@@ -118,6 +93,17 @@ def pretraining_dataset(
             `"image"`.
         shuffle_buffer: int, the shuffle buffer for tfds datasets.
         drop_remainder: bool, drop a last partial batch. Defaults to `True`.
+        start_batch: int, the first global batch to produce: a resumed run
+            starts where it stopped without reading what came before
+            (digits, photos, folders; tfds streams skip). Defaults to 0.
+        num_shards: int, processes (or replicas) splitting each global
+            batch of `batch_size`; this stream yields `batch_size //
+            num_shards` images per batch. Defaults to 1.
+        shard_index: int, which slice of each global batch this is.
+
+    Digits, photos and folders are read by position: position `k` holds a
+    stateless per-epoch permutation of the items (`index_shuffle`), so
+    every epoch sees every image once and any batch is O(1) to reach.
 
     Returns:
         A `tf.data.Dataset` of float32 `(batch_size, height, width, 3)`.
@@ -145,6 +131,9 @@ def pretraining_dataset(
     size = _image_size(defaults[0] if image_size is None else image_size)
     batch_size = positive_int(batch_size, "batch_size")
     crops_per_image = positive_int(crops_per_image, "crops_per_image")
+    num_shards, shard_index = _shard_sizes(
+        batch_size, crops_per_image, num_shards, shard_index
+    )
     crop_mode = defaults[1] if crop_mode is None else crop_mode
     horizontal_flip = (
         defaults[2] if horizontal_flip is None else horizontal_flip
@@ -167,8 +156,8 @@ def pretraining_dataset(
     if kind == "digits":
         images, _ = load_digits_images(size)
         images = images[_digits_split(len(images), "train", TEST_FRACTION)]
-        dataset = tf.data.Dataset.from_tensor_slices(images)
-        num_items, read = len(images), None
+        table = tf.constant(images)
+        num_items, fetch = len(images), lambda i: tf.gather(table, i)
     elif kind == "photos":
         photo_size = _photo_size(photo_size, size)
         photos = []
@@ -183,36 +172,51 @@ def pretraining_dataset(
                 f"{too_small[0][:2]} at photo_size={photo_size}; pass a "
                 "larger `photo_size`."
             )
-        read = _photo_reader(photos)
-        num_items = len(photos)
-        dataset = tf.data.Dataset.range(num_items)
+        num_items, fetch = len(photos), _photo_reader(photos)
     elif kind == "folder":
-        files = _folder_files(source)
-        dataset = tf.data.Dataset.from_tensor_slices(files)
-        num_items, read = len(files), _read_image
+        files = tf.constant(_folder_files(source))
+        num_items = int(files.shape[0])
+        fetch = lambda i: _read_image(tf.gather(files, i))  # noqa: E731
     else:
-        name, split = _parse_tfds(source)
-        dataset = _load_tfds(name, split or "train", data_dir)
-        num_items, read = shuffle_buffer, None
-        dataset = dataset.map(
-            lambda example: _to_rgb(example[image_key]),
-            num_parallel_calls=tf.data.AUTOTUNE,
+        return _tfds_stream(
+            source,
+            data_dir,
+            image_key,
+            augment_fn,
+            crops_per_image,
+            seed,
+            shuffle,
+            repeat,
+            shuffle_buffer,
+            batch_size,
+            drop_remainder,
+            start_batch,
+            num_shards,
+            shard_index,
         )
-    if shuffle:
-        dataset = dataset.shuffle(
-            min(num_items, shuffle_buffer),
-            seed=seed,
-            reshuffle_each_iteration=True,
-        )
-    if repeat:
-        dataset = dataset.repeat()
-    dataset = dataset.enumerate().map(
-        _views(read or (lambda x: x), augment_fn, crops_per_image, seed),
+    positions = _positions(
+        num_items,
+        batch_size,
+        crops_per_image,
+        start_batch,
+        repeat,
+        num_shards,
+        shard_index,
+    )
+    dataset = positions.map(
+        _indexed_views(
+            fetch, num_items, augment_fn, crops_per_image, seed, shuffle
+        ),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
+    if kind == "folder":
+        # A file that passed the build-time checks but fails to decode is
+        # dropped (with TensorFlow's warning) instead of stopping the run;
+        # it is dropped the same way on every pass, so resumes replay.
+        dataset = dataset.ignore_errors(log_warning=True)
     dataset = dataset.unbatch()
-    return _batched(dataset, batch_size, drop_remainder)
+    return _batched(dataset, batch_size // num_shards, drop_remainder)
 
 
 def _source_kind(source):
@@ -226,22 +230,6 @@ def _source_kind(source):
         "`source` must be 'digits', 'photos', 'tfds:NAME[:SPLIT]' or an "
         f"existing image folder. Received: source={source!r}"
     )
-
-
-def _photo_reader(photos):
-    """Returns `index -> uint8 photo`, the photos packed in one buffer."""
-    tf = _tf()
-    flat = tf.constant(np.concatenate([p.reshape(-1) for p in photos]))
-    sizes = [p.size for p in photos]
-    offsets = tf.constant(np.cumsum([0] + sizes[:-1]), tf.int64)
-    shapes = tf.constant([p.shape for p in photos], tf.int64)
-
-    def read(index):
-        shape = shapes[index]
-        start = offsets[index]
-        return tf.reshape(flat[start : start + tf.reduce_prod(shape)], shape)
-
-    return read
 
 
 def probe_dataset(

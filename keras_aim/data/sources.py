@@ -1,6 +1,7 @@
 """Image folders, tensorflow-datasets sources and image reading."""
 
 import os
+import warnings
 
 import numpy as np
 
@@ -8,6 +9,88 @@ from keras_aim.data._common import SPLITS
 from keras_aim.data._common import _tf
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+# The first bytes of the image formats tf.io.decode_image reads.
+_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"GIF8")
+
+
+def check_image_file(path):
+    """Why `path` cannot be an image, from its size, head and tail; or `None`.
+
+    A cheap check made when a dataset is built (it reads 8 bytes and the
+    last 1 KB): an empty or unreadable file, one that is not a JPEG, PNG,
+    BMP or GIF, or one cut short (a JPEG without its end marker, a PNG
+    without its IEND chunk, a BMP or GIF shorter than it says). Damage
+    inside a complete file is found when it is decoded (`find_undecodable`).
+    """
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(8)
+            f.seek(max(0, size - 1024))
+            tail = f.read()
+    except OSError as error:
+        return f"cannot be read ({error.strerror or error})"
+    if not head:
+        return "is empty (0 bytes)"
+    if not head.startswith(_MAGIC):
+        return "is not a JPEG, PNG, BMP or GIF image"
+    truncated = "is truncated (its end is missing)"
+    if head.startswith(b"\xff\xd8\xff") and b"\xff\xd9" not in tail:
+        return truncated
+    if head.startswith(b"\x89PNG") and b"IEND" not in tail[-16:]:
+        return truncated
+    if head.startswith(b"GIF8") and b"\x3b" not in tail[-16:]:
+        return truncated
+    if head.startswith(b"BM") and len(head) >= 6:
+        declared = int.from_bytes(head[2:6], "little")
+        if declared > size:
+            return truncated
+    return None
+
+
+def find_undecodable(paths):
+    """`[(path, reason)]` of the files TensorFlow cannot decode fully."""
+    tf = _tf()
+    bad = []
+    for path in paths:
+        try:
+            image = tf.io.decode_image(
+                tf.io.read_file(path), channels=3, expand_animations=False
+            )
+            if image.shape.rank != 3 or 0 in image.shape:
+                raise ValueError(f"decoded to shape {image.shape}")
+        except Exception as error:  # tf raises several error types here.
+            message = str(error).strip().splitlines()[0][:120]
+            bad.append((path, f"cannot be decoded ({message})"))
+    return bad
+
+
+def readable_files(paths, what="images"):
+    """Drops files that fail `check_image_file`, warning once with a count.
+
+    Returns:
+        `(kept, skipped)`: the paths kept and `[(path, reason)]` skipped.
+    """
+    kept, skipped = [], []
+    for path in paths:
+        reason = check_image_file(path)
+        if reason is None:
+            kept.append(path)
+        else:
+            skipped.append((path, reason))
+    if skipped:
+        warn_skipped(skipped, what)
+    return kept, skipped
+
+
+def warn_skipped(skipped, what="images"):
+    """Warns about skipped files, naming the first few."""
+    names = "; ".join(f"{p} {r}" for p, r in skipped[:5])
+    more = f" (and {len(skipped) - 5} more)" if len(skipped) > 5 else ""
+    warnings.warn(
+        f"Skipped {len(skipped)} unreadable {what}: {names}{more}.",
+        stacklevel=3,
+    )
 
 
 def list_image_files(folder):
@@ -38,11 +121,11 @@ def list_image_files(folder):
 
 
 def _folder_files(folder, argument="source"):
-    files = list_image_files(folder)
+    files, _ = readable_files(list_image_files(folder))
     if not files:
         raise ValueError(
-            f"`{argument}`={folder!r} is a folder without images: no files "
-            f"ending in {IMAGE_EXTENSIONS} were found under it."
+            f"`{argument}`={folder!r} is a folder without images: no "
+            f"readable files ending in {IMAGE_EXTENSIONS} were found under it."
         )
     return files
 

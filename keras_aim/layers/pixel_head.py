@@ -4,6 +4,8 @@ import keras
 from keras import ops
 
 from keras_aim.layers.position_embedding import sincos_2d_position_embedding
+from keras_aim.validation import check_parameter_memory
+from keras_aim.validation import check_size_limit
 from keras_aim.validation import positive_int
 
 
@@ -58,6 +60,15 @@ class AIMPixelHead(keras.layers.Layer):
         hidden_dim = positive_int(hidden_dim, "hidden_dim")
         output_dim = positive_int(output_dim, "output_dim")
         num_layers = positive_int(num_layers, "num_layers", minimum=0)
+        check_size_limit(hidden_dim, "hidden_dim")
+        check_size_limit(num_layers, "num_layers")
+        mlp = int(float(mlp_ratio) * hidden_dim)
+        check_parameter_memory(
+            num_layers * (2 * hidden_dim * mlp + 2 * hidden_dim)
+            + hidden_dim * (output_dim + 1),
+            4,
+            f"AIMPixelHead(hidden_dim={hidden_dim}, num_layers={num_layers})",
+        )
         if num_layers > 0 and hidden_dim % 4 != 0:
             raise ValueError(
                 "`hidden_dim` of the pixel head must be divisible by 4 for "

@@ -16,6 +16,30 @@ def merge_heads(x):
     return ops.reshape(x, (shape[0], -1, x.shape[-2] * x.shape[-1]))
 
 
+def _accelerator_platform():
+    """`"tpu"`, `"gpu"` or `"cpu"`: where JAX runs (other backends: None)."""
+    if keras.backend.backend() != "jax":
+        return None
+    import jax
+
+    return jax.devices()[0].platform
+
+
+def flash_attention_setting(attention_mask, platform=None):
+    """The `flash_attention` argument that keeps a per-sample mask intact.
+
+    Keras' TPU flash path (Splash attention) applies only the first
+    sample's mask (`mask[0]`) to the whole batch when the mask is concrete,
+    which would train every sample with one prefix. With a mask on a TPU
+    the flash path is therefore turned off; elsewhere Keras chooses (on
+    torch its SDPA kernels take the mask; on JAX GPU, cuDNN or XLA).
+    """
+    platform = _accelerator_platform() if platform is None else platform
+    if attention_mask is not None and platform == "tpu":
+        return False
+    return None
+
+
 def attention_mask_for_heads(attention_mask):
     """Turns a `(B, T, S)` boolean mask into the `(B, 1, T, S)` Keras wants.
 
@@ -133,6 +157,7 @@ class AIMTransformerBlock(keras.layers.Layer):
             split_heads(k, self.num_heads),
             split_heads(v, self.num_heads),
             mask=attention_mask_for_heads(attention_mask),
+            flash_attention=flash_attention_setting(attention_mask),
         )
         x = x + self.attn_proj(merge_heads(attended))
         hidden = ops.gelu(self.mlp_fc1(self.norm_2(x)), approximate=False)

@@ -3,9 +3,12 @@
 import keras
 from keras import ops
 
+from keras_aim import validation
+from keras_aim.distribution import layout
 from keras_aim.layers.patch_embedding import AIMPatchEmbedding
 from keras_aim.layers.position_embedding import SinCos2DPositionEmbedding
 from keras_aim.layers.transformer_block import AIMTransformerBlock
+from keras_aim.models import lora
 from keras_aim.models.base import PresetMixin
 from keras_aim.validation import check_image_shape
 from keras_aim.validation import check_num_heads
@@ -91,8 +94,17 @@ class AIMBackbone(PresetMixin, keras.Model):
         dtype=None,
         **kwargs,
     ):
+        validation.check_model_kwargs(type(self), kwargs)
         image_shape = _check_config(
             image_shape, patch_size, hidden_dim, num_layers, num_heads
+        )
+        _check_numbers(mlp_ratio, layer_norm_epsilon)
+        validation.check_parameter_memory(
+            validation.backbone_parameter_count(
+                patch_size, hidden_dim, num_layers, mlp_ratio, image_shape[-1]
+            ),
+            _bytes_per_parameter(dtype),
+            f"AIMBackbone(hidden_dim={hidden_dim}, num_layers={num_layers})",
         )
         # === Layers ===
         patch_embedding = AIMPatchEmbedding(
@@ -142,6 +154,7 @@ class AIMBackbone(PresetMixin, keras.Model):
         self.num_heads = int(num_heads)
         self.mlp_ratio = float(mlp_ratio)
         self.layer_norm_epsilon = float(layer_norm_epsilon)
+        self.lora_config = None
 
     def __call__(self, images, *args, **kwargs):
         if not isinstance(images, dict):
@@ -149,7 +162,12 @@ class AIMBackbone(PresetMixin, keras.Model):
         return super().__call__(images, *args, **kwargs)
 
     def check_images(self, images, fixed_size=True):
-        """Raises a clear `ValueError` if `images` cannot go through."""
+        """Raises a clear `ValueError` if `images` cannot go through.
+
+        The shape must fit the model; integer images and concrete arrays of
+        raw pixels are refused (see `validation.check_image_values`).
+        """
+        validation.check_image_values(images)
         check_image_shape(
             images.shape,
             self.patch_size,
@@ -234,6 +252,48 @@ class AIMBackbone(PresetMixin, keras.Model):
         )
         return [blocks[index] for index in layers]
 
+    def enable_lora(self, rank, target_layers=None, blocks=None, alpha=None):
+        """Adds LoRA updates to the blocks' kernels and freezes the rest.
+
+        Uses Keras' `Dense.enable_lora` on each target kernel: its output
+        becomes `x @ (W + alpha / rank * A @ B)` with `W` frozen, `A`
+        (`he_uniform`) and `B` (zeros) trainable, so training starts from
+        the unchanged model. Every other backbone weight (embeddings,
+        LayerNorms) is frozen as well.
+
+        Args:
+            rank: int, the rank of `A @ B`.
+            target_layers: names among `"attn_qkv"`, `"attn_proj"`,
+                `"mlp_fc1"`, `"mlp_fc2"`. Defaults to all four.
+            blocks: 0-based block indices. Defaults to every block.
+            alpha: float scale numerator. Defaults to `rank` (scale 1).
+
+        Returns:
+            The LoRA variables (the only trainable backbone weights).
+        """
+        return lora.enable_lora(self, rank, target_layers, blocks, alpha)
+
+    def save_lora_weights(self, path):
+        """Writes only the LoRA matrices (an `.h5` file) to `path`."""
+        lora.save_lora_weights(self, path)
+
+    def load_lora_weights(self, path):
+        """Loads LoRA matrices saved by `save_lora_weights`.
+
+        Enables LoRA with the saved rank and targets first if needed; a
+        file made for another architecture or LoRA setting is refused.
+        """
+        lora.load_lora_weights(self, path)
+
+    def merge_lora_weights(self):
+        """Folds the LoRA updates into the kernels (outputs unchanged)."""
+        lora.merge_lora_weights(self)
+
+    # The layout of every keras_aim weight (see keras_aim.distribution):
+    # `get_layout_map(device_mesh, model_parallel_dim_name="model",
+    # data_parallel_dim_name="batch")`, a static method as in keras-hub.
+    get_layout_map = staticmethod(layout.get_layout_map)
+
     @classmethod
     def _from_loader(cls, loader, load_weights, **kwargs):
         return loader.load_backbone(cls, load_weights, **kwargs)
@@ -258,7 +318,7 @@ def _check_config(image_shape, patch_size, hidden_dim, num_layers, num_heads):
         ("num_layers", num_layers),
         ("num_heads", num_heads),
     ):
-        positive_int(value, name)
+        validation.check_size_limit(positive_int(value, name), name)
     check_num_heads(num_heads, hidden_dim)
     if hidden_dim % 4 != 0:
         raise ValueError(
@@ -279,3 +339,28 @@ def _check_config(image_shape, patch_size, hidden_dim, num_layers, num_heads):
         )
     check_image_shape((None,) + image_shape, patch_size, image_shape[-1])
     return image_shape
+
+
+def _check_numbers(mlp_ratio, layer_norm_epsilon):
+    for name, value, low, high in (
+        ("mlp_ratio", mlp_ratio, 0.0, 64.0),
+        ("layer_norm_epsilon", layer_norm_epsilon, 0.0, 1.0),
+    ):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not low < value <= high
+        ):
+            raise ValueError(
+                f"`{name}` must be a number in ({low}, {high}]; got "
+                f"{name}={value!r}."
+            )
+
+
+def _bytes_per_parameter(dtype):
+    if dtype is None:
+        policy = keras.config.dtype_policy()
+    else:
+        policy = keras.dtype_policies.get(dtype)
+    name = policy.variable_dtype
+    return 2 if "16" in str(name) else 8 if "64" in str(name) else 4

@@ -10,6 +10,7 @@ subclassed `AIMPretrainer`.
 import keras
 
 from keras_aim import preset_utils
+from keras_aim import validation
 
 
 class AIMModelBase:
@@ -22,6 +23,41 @@ class AIMModelBase:
     """
 
     nested_config_objects = ()
+
+    # Every Keras loop refuses empty or raw-pixel input before it starts:
+    # on JAX an empty first batch would leave the variables unreadable.
+    def _check_inputs(self, x, what="x"):
+        validation.check_not_empty(x, what)
+        array = validation._first_array(x)
+        if array is not None and hasattr(array, "dtype"):
+            validation.check_image_values(array, what)
+
+    def fit(self, x=None, *args, **kwargs):
+        self._check_inputs(x)
+        validation_data = kwargs.get("validation_data")
+        if validation_data is not None:
+            self._check_inputs(validation_data, "validation_data")
+        return super().fit(x, *args, **kwargs)
+
+    def evaluate(self, x=None, *args, **kwargs):
+        self._check_inputs(x)
+        return super().evaluate(x, *args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        self._check_inputs(x)
+        return super().predict(x, *args, **kwargs)
+
+    def train_on_batch(self, x, *args, **kwargs):
+        self._check_inputs(x)
+        return super().train_on_batch(x, *args, **kwargs)
+
+    def test_on_batch(self, x, *args, **kwargs):
+        self._check_inputs(x)
+        return super().test_on_batch(x, *args, **kwargs)
+
+    def predict_on_batch(self, x):
+        self._check_inputs(x)
+        return super().predict_on_batch(x)
 
     def _keep_dtype_policy(self, dtype):
         # Functional models drop `dtype`; keep it so that `get_config` (and

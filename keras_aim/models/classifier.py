@@ -4,10 +4,14 @@ import keras
 import numpy as np
 
 from keras_aim import validation
+from keras_aim.distribution import layout
 from keras_aim.layers.attentive_probe import AIMAttentivePooling
+from keras_aim.layers.linear_probe import AIMLinearProbe
 from keras_aim.models.backbone import AIMBackbone
 from keras_aim.models.base import PresetMixin
 from keras_aim.presets import best_probe_layers
+
+PROBES = ("attentive", "linear")
 
 
 def resolve_probe_layers(probe_layers, backbone):
@@ -30,9 +34,10 @@ class AIMImageClassifier(PresetMixin, keras.Model):
     The raw outputs of the `probe_layers` blocks are averaged and pooled by
     `keras_aim.layers.AIMAttentivePooling` (BatchNorm without scale/offset,
     one learned query, bias-free key/value projections and classifier), as
-    in El-Nouby et al. (ICML 2024). Blocks after the deepest probed one are
-    not computed. `predict` also accepts raw `uint8` images, which then go
-    through `image_converter` first.
+    in El-Nouby et al. (ICML 2024), or, with `probe="linear"`, mean-pooled
+    into `keras_aim.layers.AIMLinearProbe` (BatchNorm, linear layer). Blocks
+    after the deepest probed one are not computed. `predict` also accepts
+    raw `uint8` images, which then go through `image_converter` first.
 
     Args:
         backbone: a `keras_aim.AIMBackbone`.
@@ -42,6 +47,8 @@ class AIMImageClassifier(PresetMixin, keras.Model):
             for released sizes and `"last"` otherwise.
         image_converter: optional `keras_aim.AIMImageConverter` used by
             `predict` for raw images and saved with the preset.
+        probe: `"attentive"` (the release's head) or `"linear"`. Defaults to
+            `"attentive"`.
         dtype: dtype or `keras.DTypePolicy` of the head.
         **kwargs: `keras.Model` arguments such as `name`.
 
@@ -57,7 +64,7 @@ class AIMImageClassifier(PresetMixin, keras.Model):
 
     backbone_cls = AIMBackbone
     # Constructor arguments the saved head's weights depend on.
-    preset_weight_args = ("num_classes", "probe_layers")
+    preset_weight_args = ("num_classes", "probe_layers", "probe")
     nested_config_objects = ("backbone", "image_converter")
 
     def __init__(
@@ -66,9 +73,11 @@ class AIMImageClassifier(PresetMixin, keras.Model):
         num_classes=1000,
         probe_layers=None,
         image_converter=None,
+        probe="attentive",
         dtype=None,
         **kwargs,
     ):
+        validation.check_model_kwargs(type(self), kwargs)
         if not isinstance(backbone, AIMBackbone):
             raise ValueError(
                 "`backbone` must be a keras_aim.AIMBackbone; got "
@@ -82,14 +91,29 @@ class AIMImageClassifier(PresetMixin, keras.Model):
         else:
             layers = resolve_probe_layers(probe_layers, backbone)
         # === Layers ===
-        num_classes = validation.positive_int(num_classes, "num_classes")
-        probe_head = AIMAttentivePooling(
-            hidden_dim=backbone.hidden_dim,
-            num_heads=backbone.num_heads,
-            num_classes=num_classes,
-            dtype=dtype or backbone.dtype_policy,
-            name="probe_head",
+        if probe not in PROBES:
+            raise ValueError(
+                f"`probe` must be one of {PROBES}; got probe={probe!r}."
+            )
+        num_classes = validation.check_size_limit(
+            validation.positive_int(num_classes, "num_classes"), "num_classes"
         )
+        head_dtype = dtype or backbone.dtype_policy
+        if probe == "attentive":
+            probe_head = AIMAttentivePooling(
+                hidden_dim=backbone.hidden_dim,
+                num_heads=backbone.num_heads,
+                num_classes=num_classes,
+                dtype=head_dtype,
+                name="probe_head",
+            )
+        else:
+            probe_head = AIMLinearProbe(
+                hidden_dim=backbone.hidden_dim,
+                num_classes=num_classes,
+                dtype=head_dtype,
+                name="probe_head",
+            )
 
         # === Functional model ===
         images = keras.Input(shape=backbone.image_shape, name="images")
@@ -106,6 +130,7 @@ class AIMImageClassifier(PresetMixin, keras.Model):
         # === Config ===
         self.num_classes = num_classes
         self.probe_layers = layers
+        self.probe = probe
 
     def __call__(self, images, *args, **kwargs):
         if not isinstance(images, dict):
@@ -130,6 +155,11 @@ class AIMImageClassifier(PresetMixin, keras.Model):
             x = keras.ops.convert_to_numpy(self.image_converter(array))
         return super().predict(x, *args, **kwargs)
 
+    # The layout of every keras_aim weight (see keras_aim.distribution):
+    # `get_layout_map(device_mesh, model_parallel_dim_name="model",
+    # data_parallel_dim_name="batch")`, a static method as in keras-hub.
+    get_layout_map = staticmethod(layout.get_layout_map)
+
     @classmethod
     def _from_loader(cls, loader, load_weights, **kwargs):
         return loader.load_task(cls, load_weights, **kwargs)
@@ -140,6 +170,7 @@ class AIMImageClassifier(PresetMixin, keras.Model):
             "backbone": keras.saving.serialize_keras_object(self.backbone),
             "num_classes": self.num_classes,
             "probe_layers": list(self.probe_layers),
+            "probe": self.probe,
         }
         if self.image_converter is not None:
             config["image_converter"] = keras.saving.serialize_keras_object(

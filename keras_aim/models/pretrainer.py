@@ -4,17 +4,20 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_aim import validation
+from keras_aim.distribution import layout
 from keras_aim.layers.masks import prefix_causal_mask
-from keras_aim.layers.patchify import Unpatchify
 from keras_aim.layers.pixel_head import AIMPixelHead
-from keras_aim.losses import TARGET_NORM_EPSILON
 from keras_aim.losses import next_patch_pixel_loss
-from keras_aim.losses import next_patch_targets
+from keras_aim.losses import next_patch_reconstruction
 from keras_aim.models.backbone import AIMBackbone
 from keras_aim.models.base import AIMModelBase
 from keras_aim.orders import TOKEN_ORDERS
 from keras_aim.orders import token_order as make_token_order
 from keras_aim.validation import check_image_shape
+from keras_aim.validation import check_image_values
+from keras_aim.validation import check_prefix_lengths
+from keras_aim.validation import check_prefix_range
 
 ATTENTION_MODES = ("prefix", "causal")
 
@@ -108,6 +111,7 @@ class AIMPretrainer(AIMModelBase, keras.Model):
         dtype=None,
         **kwargs,
     ):
+        validation.check_model_kwargs(type(self), kwargs)
         if not isinstance(backbone, AIMBackbone):
             raise ValueError(
                 "`backbone` must be a keras_aim.AIMBackbone; got "
@@ -157,13 +161,16 @@ class AIMPretrainer(AIMModelBase, keras.Model):
         # === Config ===
         self.head_hidden_dim = head_hidden_dim
         self.head_num_layers = head_num_layers
-        self.prefix_range = _check_prefix_range_type(prefix_range)
+        self.prefix_range = check_prefix_range(prefix_range)
         self.attention = attention
         self.normalize_targets = bool(normalize_targets)
         self.token_order = token_order
         self.token_order_seed = int(token_order_seed)
         self.seed = seed
         self._token_orders = {}
+        # Set by keras_aim.distribution for data parallelism across
+        # processes or replicas (torch, tf.distribute); `None` otherwise.
+        self.replica_context = None
 
         height, width = backbone.image_shape[:2]
         if height is not None and width is not None:
@@ -231,6 +238,8 @@ class AIMPretrainer(AIMModelBase, keras.Model):
             nothing and is not used by the loss.
         """
         images = self._check_images(images)
+        grid_h, grid_w = self._grid(images)
+        check_prefix_lengths(prefix_lengths, grid_h * grid_w)
         batch = ops.shape(images)[0]
         prefix_lengths = ops.cast(
             ops.convert_to_tensor(prefix_lengths), "int32"
@@ -255,33 +264,16 @@ class AIMPretrainer(AIMModelBase, keras.Model):
             `(B, H, W, C)` float32 images in the input's normalisation.
         """
         images = self._check_images(images)
-        predictions = ops.cast(
-            self.predict_next_patches(images, prefix_lengths), "float32"
-        )
         grid_h, grid_w = self._grid(images)
-        order = self.token_order_indices(grid_h, grid_w)
-        targets = next_patch_targets(images, self.patch_size, False, order)
-        # Row i predicts patch i + 1: move each prediction to its patch
-        # before de-normalising it with that patch's statistics.
-        shifted = ops.concatenate([targets[:, :1], predictions[:, :-1]], axis=1)
-        if self.normalize_targets:
-            mean = ops.mean(targets, axis=-1, keepdims=True)
-            var = ops.var(targets, axis=-1, keepdims=True)
-            var = var * targets.shape[-1] / (targets.shape[-1] - 1)
-            shifted = shifted * ops.sqrt(var + TARGET_NORM_EPSILON) + mean
-        prefix_lengths = ops.cast(
-            ops.convert_to_tensor(prefix_lengths), "int32"
+        return next_patch_reconstruction(
+            images,
+            self.predict_next_patches(images, prefix_lengths),
+            prefix_lengths,
+            self.patch_size,
+            self.normalize_targets,
+            self.token_order_indices(grid_h, grid_w),
+            grid_size=(grid_h, grid_w),
         )
-        prefix_lengths = ops.reshape(prefix_lengths, (-1, 1, 1))
-        positions = ops.arange(grid_h * grid_w, dtype="int32")[None, :, None]
-        keep = ops.logical_or(positions < prefix_lengths, positions < 1)
-        sequence = ops.where(keep, targets, shifted)
-        if order is not None:
-            sequence = ops.take(sequence, np.argsort(order), axis=1)
-        unpatchify = Unpatchify(
-            self.patch_size, images.shape[-1], dtype="float32"
-        )
-        return unpatchify(sequence, grid_size=(grid_h, grid_w))
 
     def call(self, images, training=False):
         images = self._check_images(images)
@@ -292,9 +284,24 @@ class AIMPretrainer(AIMModelBase, keras.Model):
         else:
             low, high = self.prefix_range_for(grid_h * grid_w)
             seed = self.seed_generator if training else EVALUATION_SEED
-            prefix_lengths = keras.random.randint(
-                (batch,), low, high + 1, dtype="int32", seed=seed
-            )
+            replica = self.replica_context
+            if replica is None:
+                prefix_lengths = keras.random.randint(
+                    (batch,), low, high + 1, dtype="int32", seed=seed
+                )
+            else:
+                # Each replica takes its slice of the global batch's draw,
+                # as one process training the global batch would draw it.
+                every = keras.random.randint(
+                    (batch * replica.num_replicas,),
+                    low,
+                    high + 1,
+                    dtype="int32",
+                    seed=seed,
+                )
+                prefix_lengths = ops.slice(
+                    every, [replica.index() * batch], [batch]
+                )
         predictions = self._predict(images, prefix_lengths)
         return {"predictions": predictions, "prefix_lengths": prefix_lengths}
 
@@ -316,14 +323,20 @@ class AIMPretrainer(AIMModelBase, keras.Model):
                 f"'prefix_lengths'); got {type(y_pred).__name__}."
             )
         grid_h, grid_w = self._grid(images)
-        loss = next_patch_pixel_loss(
+        total, count = next_patch_pixel_loss(
             images,
             y_pred["predictions"],
             y_pred["prefix_lengths"],
             self.patch_size,
             normalize_targets=self.normalize_targets,
             token_order=self.token_order_indices(grid_h, grid_w),
+            return_terms=True,
         )
+        replica = self.replica_context
+        if replica is None:
+            loss = total / ops.maximum(count, 1.0)
+        else:
+            loss = replica.pooled_loss(total, count)
         for extra in self.losses:
             loss = loss + ops.cast(extra, "float32")
         return loss
@@ -446,10 +459,16 @@ class AIMPretrainer(AIMModelBase, keras.Model):
                 "ImageNet mean and std first (e.g. keras_aim."
                 "AIMImageConverter, or (x / 255 - mean) / std)."
             )
+        check_image_values(images)
         check_image_shape(
             images.shape, self.patch_size, self.backbone.image_shape[-1]
         )
         return images
+
+    # The layout of every keras_aim weight (see keras_aim.distribution):
+    # `get_layout_map(device_mesh, model_parallel_dim_name="model",
+    # data_parallel_dim_name="batch")`, a static method as in keras-hub.
+    get_layout_map = staticmethod(layout.get_layout_map)
 
     nested_config_objects = ("backbone",)
 
@@ -468,27 +487,3 @@ class AIMPretrainer(AIMModelBase, keras.Model):
             "token_order_seed": self.token_order_seed,
             "seed": self.seed,
         }
-
-
-def _check_prefix_range_type(prefix_range):
-    if prefix_range is None:
-        return None
-    try:
-        low, high = prefix_range
-        ok = all(
-            isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-            for v in (low, high)
-        )
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ValueError(
-            "`prefix_range` must be None or a pair of ints (low, high); got "
-            f"{prefix_range!r}."
-        )
-    if low < 1 or low > high:
-        raise ValueError(
-            f"`prefix_range`={tuple(prefix_range)} must satisfy 1 <= low <= "
-            "high <= N - 1 (N = patches per image)."
-        )
-    return int(low), int(high)

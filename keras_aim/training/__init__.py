@@ -21,6 +21,7 @@ from keras_aim.training.run_dir import CHECKPOINT_DIR
 from keras_aim.training.run_dir import LOG_FIELDS
 from keras_aim.training.run_dir import LOG_FILE
 from keras_aim.training.run_dir import TENSORBOARD_DIR
+from keras_aim.training.run_dir import RunLock
 from keras_aim.training.run_dir import prepare_output_dir
 from keras_aim.training.run_dir import read_log
 
@@ -33,6 +34,7 @@ __all__ = [
     "TENSORBOARD_DIR",
     "WEIGHTS_FILE",
     "CheckpointManager",
+    "RunLock",
     "SettingsError",
     "TrainingDivergedError",
     "TrainingResult",

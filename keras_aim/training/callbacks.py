@@ -86,7 +86,8 @@ class StepLogger(keras.callbacks.Callback):
     every ~5% otherwise).
 
     Args:
-        csv_path: the CSV file (appended to; a header is written if new).
+        csv_path: the CSV file (appended to; a header is written if new),
+            or `None` to write nothing (a data-parallel worker).
         tensorboard_dir: folder for TensorBoard event files, or `None`.
         verbose: int, 1 shows progress over `total_steps`.
         total_steps: int, the run's planned steps (for the progress bar).
@@ -124,7 +125,7 @@ class StepLogger(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         if self._start_step is None:
             self._start_step = optimizer_step(self.model) + self.step_offset
-        if self._file is None:
+        if self._file is None and self.csv_path is not None:
             new = not os.path.exists(self.csv_path)
             self._file = open(self.csv_path, "a", newline="")
             self._csv = csv.writer(self._file)
@@ -133,20 +134,21 @@ class StepLogger(keras.callbacks.Callback):
                 self._file.flush()
         if self.tensorboard_dir and self._writer is None:
             self._writer = _summary_writer(self.tensorboard_dir)
+        if self.verbose and self._progress is None:
+            total = self.total_steps or self._start_step + 1
+            self._progress = _Progress(total, self._start_step)
 
     def on_epoch_end(self, epoch, logs=None):
         step = optimizer_step(self.model) + self.step_offset
         loss = float((logs or {}).get("loss", float("nan")))
         rate = learning_rate_at(self.model.optimizer, step)
         self.losses[step] = loss
-        self._csv.writerow([step, repr(loss), repr(rate)])
-        self._file.flush()
+        if self._file is not None:
+            self._csv.writerow([step, repr(loss), repr(rate)])
+            self._file.flush()
         if self._writer is not None:
             self._writer.scalars(step, {"loss": loss, "learning_rate": rate})
-        if self.verbose:
-            if self._progress is None:
-                total = self.total_steps or step
-                self._progress = _Progress(total, self._start_step)
+        if self._progress is not None:
             self._progress.update(step, loss, rate)
 
     def flush(self):
@@ -315,7 +317,13 @@ class RunCheckpoint(keras.callbacks.Callback):
         due = (self.every and step // self.every > previous // self.every) or (
             step >= self.total_steps
         )
-        if due or self.stop_requested is not None:
+        if self.manager.read_only:
+            due = False  # a worker: the chief process writes checkpoints
+        if (
+            due
+            or self.stop_requested is not None
+            and not self.manager.read_only
+        ):
             extra = {"log_every": self.log_every}
             if step % self.log_every and step < self.total_steps:
                 extra["window_state"] = [

@@ -22,15 +22,18 @@ import os
 import shutil
 import time
 import uuid
+import warnings
 
 import keras
 import numpy as np
 
 from keras_aim import io_utils
+from keras_aim.training.errors import CheckpointDamagedError
 from keras_aim.training.errors import SettingsError
 from keras_aim.training.errors import TrainingDivergedError
 
 CHECKPOINT_PREFIX = "step_"
+DAMAGED_PREFIX = "damaged_"
 STATE_FILE = "state.json"
 WEIGHTS_FILE = "model.weights.h5"
 # The format of keras_aim 0.1 (variables by index); still resumable.
@@ -105,7 +108,7 @@ class CheckpointManager:
     ```
     """
 
-    def __init__(self, directory, max_to_keep=2):
+    def __init__(self, directory, max_to_keep=2, read_only=False):
         if (
             isinstance(max_to_keep, bool)
             or not isinstance(max_to_keep, int)
@@ -116,6 +119,7 @@ class CheckpointManager:
             )
         self.directory = os.path.abspath(os.fspath(directory))
         self.max_to_keep = max_to_keep
+        self.read_only = bool(read_only)
 
     def checkpoints(self):
         """`[(step, path)]` of the complete checkpoints, oldest first."""
@@ -156,6 +160,8 @@ class CheckpointManager:
             TrainingDivergedError: a model variable is NaN or infinite;
                 nothing is written.
         """
+        if self.read_only:
+            raise ValueError("This CheckpointManager is read-only.")
         optimizer = build_optimizer(model)
         check_finite_weights(model, step, self.latest())
         os.makedirs(self.directory, exist_ok=True)
@@ -198,8 +204,54 @@ class CheckpointManager:
                     os.path.join(self.directory, name), ignore_errors=True
                 )
 
+    def verify(self, path):
+        """Reads `state.json` and checks every file of a checkpoint.
+
+        The checksums written with it must match and every stored weight
+        must be finite; nothing is assigned to a model.
+
+        Returns:
+            The state dict.
+
+        Raises:
+            CheckpointDamagedError: naming the damaged file.
+        """
+        state_path = os.path.join(path, STATE_FILE)
+        try:
+            with open(state_path) as f:
+                state = json.load(f)
+            if not isinstance(state, dict):
+                raise ValueError("not a JSON object")
+            int(state["step"])
+            state["model_variables"], state["optimizer_variables"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise CheckpointDamagedError(
+                state_path, f"unreadable ({type(error).__name__}: {error})"
+            ) from error
+        if state.get("format", 1) < FORMAT_VERSION:
+            files = (LEGACY_MODEL_FILE, LEGACY_OPTIMIZER_FILE)
+            for name in files:
+                _check_arrays(os.path.join(path, name), _npz_arrays)
+            return state
+        sums = state.get("sha256") or {}
+        if WEIGHTS_FILE not in sums:
+            raise CheckpointDamagedError(state_path, "lists no checksums")
+        for name, digest in sums.items():
+            file_path = os.path.join(path, name)
+            try:
+                actual = _sha256(file_path)
+            except OSError as error:
+                raise CheckpointDamagedError(file_path, str(error)) from error
+            if actual != digest:
+                raise CheckpointDamagedError(
+                    file_path,
+                    "its SHA-256 differs from the one written with it",
+                )
+        _check_arrays(os.path.join(path, WEIGHTS_FILE), _h5_arrays)
+        return state
+
     def restore(self, model, path=None, fingerprint=None):
-        """Loads a checkpoint into `model` and its optimizer.
+        """Verifies a checkpoint, then loads it into `model` and its optimizer.
 
         Args:
             model: the compiled, built model the checkpoint was saved from
@@ -211,12 +263,17 @@ class CheckpointManager:
         Returns:
             The checkpoint's state dict (`step`, `fingerprint`, `metadata`,
             `extra`, ...).
+
+        Raises:
+            CheckpointDamagedError: the checkpoint is damaged (nothing was
+                assigned to the model).
+            SettingsError: it was written with other settings or another
+                model.
         """
         path = path or self.latest()
         if path is None:
             raise ValueError(f"No checkpoint in {self.directory!r}.")
-        with open(os.path.join(path, STATE_FILE)) as f:
-            state = json.load(f)
+        state = self.verify(path)
         if fingerprint is not None:
             check_fingerprint(state.get("fingerprint", {}), fingerprint, path)
         optimizer = build_optimizer(model)
@@ -238,16 +295,77 @@ class CheckpointManager:
         if state.get("format", 1) < FORMAT_VERSION:
             _restore_legacy(path, model, optimizer)
         else:
-            for name, digest in state.get("sha256", {}).items():
-                if _sha256(os.path.join(path, name)) != digest:
-                    raise SettingsError(
-                        f"Checkpoint file {os.path.join(path, name)!r} is "
-                        "damaged (its SHA-256 differs from the one written "
-                        "with it)."
-                    )
             model.load_weights(os.path.join(path, WEIGHTS_FILE))
         state.setdefault("extra", {})
         return state
+
+    def restore_latest_valid(self, model, fingerprint=None):
+        """Restores the newest checkpoint that verifies; `None` if none does.
+
+        A damaged checkpoint (a truncated or altered file, a broken
+        `state.json`, non-finite weights) is moved to `damaged_step_...`
+        with a warning that names the damaged file, and the next older one
+        is tried. Settings that differ are an error, not damage.
+        """
+        for _, path in reversed(self.checkpoints()):
+            try:
+                return self.restore(model, path, fingerprint)
+            except CheckpointDamagedError as error:
+                if self.read_only:
+                    warnings.warn(
+                        f"Skipping a damaged checkpoint: {error}", stacklevel=2
+                    )
+                    continue
+                aside = os.path.join(
+                    self.directory, DAMAGED_PREFIX + os.path.basename(path)
+                )
+                shutil.rmtree(aside, ignore_errors=True)
+                os.rename(path, aside)
+                warnings.warn(
+                    f"Skipping a damaged checkpoint: {error} It was moved to "
+                    f"{aside}; trying the previous checkpoint.",
+                    stacklevel=2,
+                )
+        return None
+
+
+def _h5_arrays(path):
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        found = []
+        f.visititems(
+            lambda name, item: (
+                found.append(name) if isinstance(item, h5py.Dataset) else None
+            )
+        )
+        for name in found:
+            yield name, f[name][()]
+
+
+def _npz_arrays(path):
+    with np.load(path) as arrays:
+        for name in arrays.files:
+            yield name, arrays[name]
+
+
+def _check_arrays(path, reader):
+    """Every float array the file holds is finite, one array at a time."""
+    try:
+        for name, array in reader(path):
+            array = np.asarray(array)
+            if array.dtype.kind == "f" and not np.isfinite(array).all():
+                raise CheckpointDamagedError(
+                    path, f"holds non-finite values (in {name!r})"
+                )
+            if array.dtype.kind == "V":  # bfloat16 stored raw: widen to check
+                continue
+    except CheckpointDamagedError:
+        raise
+    except Exception as error:  # h5py / zipfile raise many error types.
+        raise CheckpointDamagedError(
+            path, f"unreadable ({type(error).__name__}: {error})"
+        ) from error
 
 
 def _restore_legacy(path, model, optimizer):

@@ -30,3 +30,15 @@ class TrainingDivergedError(RuntimeError):
             "rate (or check the input data) and start over (in the example: "
             "--noresume or a new --output_dir)."
         )
+
+
+class CheckpointDamagedError(SettingsError):
+    """A checkpoint file is damaged (truncated, altered, non-finite).
+
+    Attributes:
+        path: the damaged file.
+    """
+
+    def __init__(self, path, reason):
+        self.path = path
+        super().__init__(f"Checkpoint file {path!r} is damaged: {reason}.")

@@ -5,6 +5,7 @@ windows the steps run back to back with no host transfer; the callbacks
 (`keras_aim.training.callbacks`) log, checkpoint and guard at window ends.
 """
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -19,6 +20,7 @@ from keras_aim.training.checkpoints import build_optimizer
 from keras_aim.training.run_dir import CHECKPOINT_DIR
 from keras_aim.training.run_dir import LOG_FILE
 from keras_aim.training.run_dir import TENSORBOARD_DIR
+from keras_aim.training.run_dir import RunLock
 from keras_aim.training.run_dir import clear_run
 from keras_aim.training.run_dir import prepare_output_dir
 from keras_aim.training.run_dir import truncate_log
@@ -78,14 +80,19 @@ def window_segments(start_step, total_steps, log_every):
     return segments
 
 
-def _skip(dataset, steps):
+def _starting_at(dataset, steps):
+    """The data from batch `steps` on: a factory is asked for it (O(1)),
+    a `tf.data.Dataset` skips the consumed batches (re-reading them)."""
+    if callable(dataset) and not hasattr(dataset, "skip"):
+        return dataset(steps)
     if steps == 0:
         return dataset
     if hasattr(dataset, "skip"):  # tf.data
         return dataset.skip(steps)
     raise ValueError(
         "Resuming needs a dataset that can skip consumed batches "
-        f"(a tf.data.Dataset); got {type(dataset).__name__}."
+        f"(a tf.data.Dataset) or a factory `start_batch -> dataset`; got "
+        f"{type(dataset).__name__}."
     )
 
 
@@ -102,6 +109,8 @@ def train(
     tensorboard=True,
     verbose=1,
     log_every=1,
+    chief=True,
+    checkpoint_manager=CheckpointManager,
 ):
     """Trains a compiled model for `total_steps` steps, resumably.
 
@@ -109,11 +118,14 @@ def train(
         model: a compiled, built `keras.Model` (e.g. `AIMPretrainer`) whose
             `fit(x)` trains on batches of `dataset`.
         dataset: an endless `tf.data.Dataset` of input batches, the same
-            sequence for the same seed (`keras_aim.data` pipelines are);
-            on resume, the batches of the completed steps are skipped.
+            sequence for the same seed (`keras_aim.data` pipelines are), or
+            a factory `start_batch -> dataset` (e.g. `functools.partial(
+            pretraining_dataset, ...)` with `start_batch`), which makes a
+            resume O(1); a dataset skips the completed steps' batches.
         total_steps: int, the number of optimizer steps of the whole run.
         output_dir: folder for `log.csv`, `tensorboard/` and
-            `checkpoints/` (created; must be writable).
+            `checkpoints/` (created; must be writable). A lock on it
+            (`RunLock`) refuses a second run writing there.
         checkpoint_every: int or `None`, steps between checkpoints (saved
             at the first window end at or after each multiple). The last
             step and stops on SIGINT/SIGTERM are always saved.
@@ -129,6 +141,13 @@ def train(
         verbose: int, 1 shows progress. Defaults to 1.
         log_every: int, steps per logging window (one Keras epoch): one
             `log.csv` row with the window's mean loss. Defaults to 1.
+        chief: bool. `False` for the other processes of a data-parallel
+            run: they resume from the chief's checkpoints but write nothing
+            (no lock, log or checkpoint). Defaults to `True`.
+        checkpoint_manager: the checkpoint manager class:
+            `CheckpointManager` (Keras weights files), or
+            `keras_aim.distribution.orbax_state.ShardedCheckpointManager`
+            for runs sharded over devices on JAX.
 
     Returns:
         A `TrainingResult`.
@@ -151,11 +170,52 @@ def train(
     if checkpoint_every is not None:
         checkpoint_every = positive_int(checkpoint_every, "checkpoint_every")
     output_dir = prepare_output_dir(output_dir)
-    manager = CheckpointManager(
-        os.path.join(output_dir, CHECKPOINT_DIR), max_to_keep
+    with RunLock(output_dir) if chief else contextlib.nullcontext():
+        return _train(
+            model,
+            dataset,
+            total_steps,
+            output_dir,
+            checkpoint_every,
+            resume,
+            fingerprint,
+            max_to_keep,
+            callbacks,
+            tensorboard,
+            verbose,
+            log_every,
+            chief,
+            checkpoint_manager,
+        )
+
+
+def _train(
+    model,
+    dataset,
+    total_steps,
+    output_dir,
+    checkpoint_every,
+    resume,
+    fingerprint,
+    max_to_keep,
+    callbacks,
+    tensorboard,
+    verbose,
+    log_every,
+    chief,
+    checkpoint_manager,
+):
+    manager = checkpoint_manager(
+        os.path.join(output_dir, CHECKPOINT_DIR),
+        max_to_keep,
+        read_only=not chief,
     )
-    latest = manager.latest() if resume else None
-    if latest is None:
+    state = None
+    if resume and manager.latest() is not None:
+        build_optimizer(model)
+        state = manager.restore_latest_valid(model, fingerprint)
+    latest = manager.latest() if state is not None else None
+    if latest is None and chief:
         # Starting over: what a previous run left (a log, TensorBoard
         # events, checkpoints for --noresume) would be mixed into this one.
         if verbose and os.path.exists(os.path.join(output_dir, LOG_FILE)):
@@ -164,25 +224,27 @@ def train(
     log_path = os.path.join(output_dir, LOG_FILE)
     build_optimizer(model)
     start_step, window = 0, None
-    if latest is not None:
-        state = manager.restore(model, latest, fingerprint=fingerprint)
+    if state is not None:
         start_step = state["step"]
         if state["extra"].get("log_every") == log_every:
             window = state["extra"].get("window_state")
         if verbose:
             print(f"Resuming from {latest} (step {start_step}).")
-    truncate_log(
-        log_path,
-        start_step,
-        keep=lambda s: s % log_every == 0 or s >= total_steps,
-    )
+    if chief:
+        truncate_log(
+            log_path,
+            start_step,
+            keep=lambda s: s % log_every == 0 or s >= total_steps,
+        )
     if start_step >= total_steps:
         return TrainingResult(start_step, start_step, total_steps, {}, latest)
     offset = start_step - optimizer_step(model)
     logger = StepLogger(
-        log_path,
-        os.path.join(output_dir, TENSORBOARD_DIR) if tensorboard else None,
-        verbose=verbose,
+        log_path if chief else None,
+        os.path.join(output_dir, TENSORBOARD_DIR)
+        if tensorboard and chief
+        else None,
+        verbose=verbose if chief else 0,
         total_steps=total_steps,
         step_offset=offset,
     )
@@ -212,7 +274,7 @@ def train(
                     verbose=0,
                 )
                 model.fit(
-                    _skip(dataset, step),
+                    _starting_at(dataset, step),
                     epochs=epochs,
                     steps_per_epoch=steps_per_epoch,
                     callbacks=run_callbacks,

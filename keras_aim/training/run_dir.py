@@ -3,6 +3,8 @@
 import csv
 import os
 import shutil
+import socket
+import time
 
 import numpy as np
 
@@ -53,8 +55,21 @@ def prepare_output_dir(path):
 
 
 def clear_run(output_dir):
-    """Deletes the log, TensorBoard and checkpoint folders of a run."""
-    shutil.rmtree(os.path.join(output_dir, CHECKPOINT_DIR), ignore_errors=True)
+    """Deletes the log, TensorBoard and checkpoint folders of a run.
+
+    Checkpoints found damaged (`damaged_step_...`) are kept, moved to
+    `damaged_checkpoints/` for inspection.
+    """
+    checkpoints = os.path.join(output_dir, CHECKPOINT_DIR)
+    if os.path.isdir(checkpoints):
+        for name in os.listdir(checkpoints):
+            if name.startswith("damaged_"):
+                keep = os.path.join(output_dir, "damaged_checkpoints")
+                os.makedirs(keep, exist_ok=True)
+                target = os.path.join(keep, name)
+                shutil.rmtree(target, ignore_errors=True)
+                os.rename(os.path.join(checkpoints, name), target)
+    shutil.rmtree(checkpoints, ignore_errors=True)
     shutil.rmtree(os.path.join(output_dir, TENSORBOARD_DIR), ignore_errors=True)
     log = os.path.join(output_dir, LOG_FILE)
     if os.path.exists(log):
@@ -88,3 +103,65 @@ def truncate_log(path, last_step, keep=lambda step: True):
         writer.writeheader()
         writer.writerows({k: r[k] for k in LOG_FIELDS} for r in rows)
     os.replace(temporary, path)
+
+
+LOCK_FILE = ".lock"
+_HELD = {}  # folder -> [file descriptor, depth]: re-entrant per process
+
+
+class RunLock:
+    """An exclusive lock on a run folder, so two runs never share one.
+
+    `fcntl.flock` on `output_dir/.lock`: the kernel drops it when the
+    holder exits or is killed, so a lock left by a crash is recovered by
+    the next run without any clean-up. The file records the holder (pid,
+    host, start time) for the message a second run gets. Re-entrant within
+    one process (the example and `train` both take it).
+
+    Example:
+
+    ```python
+    with RunLock("runs/pretrain"):
+        ...  # the only process writing there
+    ```
+    """
+
+    def __init__(self, output_dir):
+        self.folder = os.path.abspath(os.fspath(output_dir))
+        self.path = os.path.join(self.folder, LOCK_FILE)
+
+    def __enter__(self):
+        import fcntl
+
+        held = _HELD.get(self.folder)
+        if held is not None:
+            held[1] += 1
+            return self
+        descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            with os.fdopen(descriptor) as f:
+                holder = f.read().strip() or "another process"
+            raise SettingsError(
+                f"`output_dir`={self.folder!r} is in use by {holder}. Wait "
+                "for that run to finish (or stop it), or pass another "
+                "--output_dir."
+            ) from None
+        os.ftruncate(descriptor, 0)
+        os.write(
+            descriptor,
+            (
+                f"process {os.getpid()} on {socket.gethostname()} (since "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S')})\n"
+            ).encode(),
+        )
+        _HELD[self.folder] = [descriptor, 1]
+        return self
+
+    def __exit__(self, *exc):
+        held = _HELD[self.folder]
+        held[1] -= 1
+        if held[1] == 0:
+            del _HELD[self.folder]
+            os.close(held[0])  # Closing releases the flock.

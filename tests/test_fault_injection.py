@@ -1,0 +1,152 @@
+"""SIGKILL a real pre-training process at several points, resume each time.
+
+A tiny `examples/pretrain.py` run (checkpoint after every step, so a good
+share of its time is spent writing checkpoints) is killed with SIGKILL:
+once while a checkpoint is being written, once between steps, once after
+a seeded random delay; each time the same command is run again. The final
+loss log and the final backbone weights must equal an uninterrupted run's
+(bit for bit on jax, within float tolerance on torch and tensorflow), and
+no completed checkpoint may be lost.
+"""
+
+import csv
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+
+import keras_aim
+from keras_aim import training
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLE = os.path.join(ROOT, "examples", "pretrain.py")
+SETTINGS = dict(
+    steps=10,
+    batch_size=8,
+    hidden_dim=32,
+    num_layers=1,
+    num_heads=2,
+    head_hidden_dim=32,
+    head_num_layers=1,
+    checkpoint_every=1,
+    keep_checkpoints=2,
+    log_every=1,
+    num_preview=0,
+    noprobe=None,
+    verbose=0,
+)
+ARGS = [f"--{k}" if v is None else f"--{k}={v}" for k, v in SETTINGS.items()]
+EXACT = keras.backend.backend() == "jax"
+
+
+def command(output_dir):
+    return [sys.executable, EXAMPLE, *ARGS, f"--output_dir={output_dir}"]
+
+
+def environment():
+    return dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
+
+
+def rows(output_dir):
+    path = os.path.join(output_dir, training.LOG_FILE)
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        return [(int(r["step"]), float(r["loss"])) for r in csv.DictReader(f)]
+
+
+def completed(output_dir):
+    folder = os.path.join(output_dir, training.CHECKPOINT_DIR)
+    return training.CheckpointManager(folder).checkpoints()
+
+
+def run_until(output_dir, condition, timeout=300):
+    """Starts the run and SIGKILLs it once `condition()` holds."""
+    process = subprocess.Popen(
+        command(output_dir), env=environment(), stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + timeout
+    while process.poll() is None and time.time() < deadline:
+        if condition():
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    process.wait(timeout=60)
+    return process.returncode
+
+
+def writing_a_checkpoint(output_dir):
+    folder = os.path.join(output_dir, training.CHECKPOINT_DIR)
+
+    def condition():
+        try:
+            return any(n.startswith(".tmp_") for n in os.listdir(folder))
+        except FileNotFoundError:
+            return False
+
+    return condition
+
+
+def backbone_weights(output_dir):
+    backbone = keras_aim.AIMBackbone.from_preset(
+        os.path.join(output_dir, "backbone")
+    )
+    return [keras.ops.convert_to_numpy(w) for w in backbone.weights]
+
+
+def test_sigkill_at_several_points_then_resume(tmp_path):
+    reference = str(tmp_path / "reference")
+    result = subprocess.run(
+        command(reference), env=environment(), capture_output=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    output_dir = str(tmp_path / "killed")
+    rng = random.Random(0)
+    start = time.time()
+    kills = [
+        writing_a_checkpoint(output_dir),
+        lambda: len(rows(output_dir)) >= 6,
+        lambda: time.time() - start > rng.uniform(0, 5) and rows(output_dir),
+    ]
+    history = []
+    for condition in kills:
+        before = completed(output_dir)
+        code = run_until(output_dir, condition)
+        after = completed(output_dir)
+        history.append((code, len(rows(output_dir))))
+        # A completed checkpoint is never lost (older ones are pruned only
+        # once a newer one is in place).
+        if before:
+            assert after and after[-1][0] >= before[-1][0]
+        start = time.time()
+    assert any(code == -signal.SIGKILL for code, _ in history), history
+    final = subprocess.run(
+        command(output_dir), env=environment(), capture_output=True, timeout=600
+    )
+    assert final.returncode == 0, final.stderr.decode()[-2000:]
+    got, want = rows(output_dir), rows(reference)
+    assert [s for s, _ in got] == [s for s, _ in want] == list(range(1, 11))
+    got_weights, want_weights = (
+        backbone_weights(output_dir),
+        backbone_weights(reference),
+    )
+    if EXACT:
+        assert [loss for _, loss in got] == [loss for _, loss in want]
+        for a, b in zip(got_weights, want_weights):
+            np.testing.assert_array_equal(a, b)
+    else:
+        np.testing.assert_allclose(
+            [loss for _, loss in got],
+            [loss for _, loss in want],
+            rtol=1e-4,
+            atol=1e-6,
+        )
+        for a, b in zip(got_weights, want_weights):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    names = os.listdir(os.path.join(output_dir, training.CHECKPOINT_DIR))
+    assert not [n for n in names if n.startswith(".tmp_")]
