@@ -160,3 +160,66 @@ def plot_confusion_matrix(confusion, png_path, class_names=None, title=None):
     figure.tight_layout()
     figure.savefig(png_path)
     return png_path
+
+
+def plot_points(
+    png_path,
+    series,
+    x_label,
+    y_label,
+    title=None,
+    log_x=False,
+    lines=True,
+    labels=None,
+):
+    """Draws named series of points, with optional error bars, to a PNG.
+
+    Args:
+        png_path: the PNG to write.
+        series: `{name: (x, y, errors or None)}`.
+        x_label, y_label: axis labels.
+        title: optional figure title.
+        log_x: bool, a logarithmic x axis.
+        lines: bool, join each series' points (else a scatter plot).
+        labels: optional text for each point of a single series.
+
+    Returns:
+        `png_path`.
+    """
+    if not series:
+        raise ValueError("`series` is empty: nothing to plot.")
+    figure = _figure(6, 4)
+    axis = figure.add_subplot(1, 1, 1)
+    for index, (name, (x, y, errors)) in enumerate(series.items()):
+        if len(x) != len(y) or (errors is not None and len(errors) != len(y)):
+            raise ValueError(f"Series {name!r} has mismatched lengths.")
+        axis.errorbar(
+            x,
+            y,
+            yerr=errors,
+            fmt="o-" if lines else "o",
+            color=f"C{index % 10}",
+            capsize=3,
+            label=name,
+            alpha=0.9 if lines else 0.6,
+        )
+        for text, xi, yi in zip(labels or [], x, y):
+            axis.annotate(
+                str(text),
+                (xi, yi),
+                fontsize=8,
+                xytext=(4, 4),
+                textcoords="offset points",
+            )
+    if log_x:
+        axis.set_xscale("log")
+    axis.set_xlabel(x_label)
+    axis.set_ylabel(y_label)
+    axis.grid(True, alpha=0.3)
+    if len(series) > 1:
+        axis.legend(fontsize=8)
+    if title:
+        axis.set_title(title)
+    figure.tight_layout()
+    figure.savefig(png_path)
+    return png_path

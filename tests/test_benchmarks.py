@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import keras
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -47,22 +48,15 @@ def test_training_overhead_smoke(tmp_path):
     assert set(result["conversions_per_step"]) == {"bare", "loop"}
 
 
-def test_plan_counts_match_built_models(tmp_path):
-    """plan.py's parameter formula against models built here, and its table."""
+def test_plan_table_and_its_parameter_formula(tmp_path):
+    """plan.py's table, and its parameter formula against built models."""
     output = str(tmp_path / "plan.json")
     stdout = run_script(
-        "plan.py",
-        "--presets=aim_600m",
-        "--devices=8",
-        "--measure",
-        f"--output={output}",
+        "plan.py", "--presets=aim_600m", "--devices=8", f"--output={output}"
     )
     assert "| aim_600m | 8 | 2x4 |" in stdout  # 4 divides 12 heads
     with open(output) as f:
         result = json.load(f)
-    measured = result["measured"]
-    assert measured["planned_parameters"] == measured["built_parameters"]
-    assert measured["step_seconds"] > 0
     plain, remat = result["rows"]
     assert (plain["remat"], remat["remat"]) == (False, True)
     # The paper's figure: about 1.7 TFLOP per image for an AIM-600M step.
@@ -70,8 +64,36 @@ def test_plan_counts_match_built_models(tmp_path):
     assert remat["activation_gb_per_device"] < plain["activation_gb_per_device"]
     # 16 bytes per parameter (weights, gradients, two AdamW moments), /8.
     assert plain["state_gb_per_device"] == 16 * plain["parameters"] / 8 / 1e9
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    from plan import model_counts
+
+    import keras_aim
+
+    for width, depth, heads, head, layers in (
+        (32, 2, 4, 48, 1),
+        (64, 1, 8, 32, 3),
+    ):
+        backbone = keras_aim.AIMBackbone(
+            image_shape=(16, 16, 3),
+            patch_size=4,
+            hidden_dim=width,
+            num_layers=depth,
+            num_heads=heads,
+        )
+        pretrainer = keras_aim.AIMPretrainer(
+            backbone, head_hidden_dim=head, head_num_layers=layers
+        )
+        counts = model_counts(width, depth, heads, 4, 16, head, layers)
+        assert counts["trunk_parameters"] == backbone.count_params()
+        assert counts["head_parameters"] == (
+            pretrainer.count_params() - backbone.count_params()
+        )
 
 
+@pytest.mark.skipif(
+    keras.backend.backend() != "jax",
+    reason="loads run on the backend given by --backend; checked once",
+)
 def test_conversion_memory_smoke(tmp_path):
     """The loading-memory benchmark on a tiny checkpoint, Keras preset too."""
     backend = keras.backend.backend()
@@ -91,3 +113,102 @@ def test_conversion_memory_smoke(tmp_path):
     report = (results / f"conversion_memory_{backend}.md").read_text()
     assert "width 64, 1 blocks" in report and "| keras_f32 |" in report
     assert not (tmp_path / "work").exists()  # scratch removed without --keep
+
+
+def test_inference_benchmark_smoke(tmp_path):
+    """The speed benchmark at a tiny size: every column, both dtypes."""
+    backend = keras.backend.backend()
+    output = str(tmp_path / "inference.json")
+    stdout = run_script(
+        "inference.py",
+        f"--backends={backend}",
+        "--preset=",
+        "--width=32",
+        "--depth=1",
+        "--heads=4",
+        "--image_size=16",
+        "--patch=4",
+        "--batch_sizes=2",
+        "--dtypes=float32,bfloat16",
+        "--repeats=1",
+        "--rounds=1",
+        "--attention_tokens=16",
+        "--peak_size=256",
+        f"--output={output}",
+    )
+    assert f"| keras_aim | {backend} | float32 | 2 |" in stdout
+    assert "| torch_plain | torch | bfloat16 | 2 |" in stdout
+    with open(output) as f:
+        result = json.load(f)
+    rows = {(r["contender"], r["dtype"]): r for r in result["results"]}
+    assert len(rows) == 4
+    plain = rows[("torch_plain", "float32")]
+    assert plain["ratio_to_torch_plain"] == 1.0
+    ours = rows[("keras_aim", "float32")]
+    assert ours["ratio_to_torch_plain"] == ours["seconds"] / plain["seconds"]
+    # bfloat16 differs from float32 by bfloat16's rounding, not more.
+    for contender in ("keras_aim", "torch_plain"):
+        difference = rows[(contender, "bfloat16")]["difference_to_float32"]
+        assert 0 < difference < 0.05
+    # The fused attention agrees with the plain softmax path.
+    assert result["attention"][backend]["max_difference"] < 1e-4
+
+
+def test_train_step_benchmark_smoke(tmp_path):
+    """The pre-training step benchmark at a tiny size, against plain torch."""
+    backend = keras.backend.backend()
+    output = str(tmp_path / "train_step.json")
+    stdout = run_script(
+        "train_step.py",
+        f"--backends={backend}",
+        "--configs=tiny",
+        "--warmup=1",
+        "--steps=2",
+        "--rounds=1",
+        "--nocompile",
+        f"--output={output}",
+    )
+    assert f"| tiny | keras_aim | {backend} |" in stdout
+    with open(output) as f:
+        result = json.load(f)
+    rows = {r["contender"]: r for r in result["results"]}
+    assert set(rows) == {"torch_eager", "keras_aim"}
+    assert rows["torch_eager"]["ratio_to_torch_eager"] == 1.0
+    ours = rows["keras_aim"]
+    assert ours["ratio_to_torch_eager"] == pytest.approx(
+        ours["seconds"] / rows["torch_eager"]["seconds"]
+    )
+    assert ours["steps_per_second"] == pytest.approx(1 / ours["seconds"])
+
+
+def test_torch_reference_loss_matches_keras_aim():
+    """The plain PyTorch peer computes AIM's objective: same weights, same
+    prefix lengths, same loss as keras_aim's (so the race is fair)."""
+    torch = pytest.importorskip("torch")
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import numpy as np
+    import torch_reference
+
+    from keras_aim import losses
+
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(3, 8, 8, 3)).astype("float32")
+    predictions = rng.normal(size=(3, 4, 48)).astype("float32")
+    prefix = np.array([1, 2, 3])
+    expected = float(
+        losses.next_patch_pixel_loss(images, predictions, prefix, patch_size=4)
+    )
+    model = torch_reference.Pretrainer(8, 4, 16, 1, 2, 16, 1)
+
+    class Fixed(torch.nn.Module):  # the head's output, fixed
+        def forward(self, tokens):
+            return torch.from_numpy(predictions)
+
+    model.head = Fixed()
+    got = float(
+        model.loss(
+            torch.from_numpy(images.transpose(0, 3, 1, 2).copy()),
+            torch.from_numpy(prefix),
+        )
+    )
+    assert got == pytest.approx(expected, rel=1e-5)

@@ -1,0 +1,251 @@
+"""Pre-training step speed of keras_aim on each backend against plain PyTorch.
+
+    python benchmarks/train_step.py           # mid-size and main-job models
+    python benchmarks/train_step.py --configs=main --steps=5
+
+One step is the forward pass, AIM's loss (normalised next-patch targets,
+one prefix length per image), the backward pass and an AdamW update
+(lr 1e-3, betas 0.9/0.95, weight decay 0.05, no clipping, on both sides).
+Contenders, each in a fresh process, interleaved over `--rounds`:
+`keras_aim` on every backend (`AIMPretrainer.train_on_batch`), and the same
+model, loss and optimizer written in plain PyTorch
+(`benchmarks/torch_reference.py`), eager (`torch_eager`) and through
+`torch.compile` (`torch_compile`, when `--compile`). Configs:
+
+    mid   width 768, 12 blocks, 12 heads, 112x112 images, patch 14 (64
+          tokens), pixel head width 768 with 4 blocks, batch 8
+    main  the main job's micro model: width 128, 4 blocks, 4 heads, 16x16,
+          patch 4, pixel head 256 x 2, batch 128
+
+Reports the median step time after warm-up (fastest round), steps/s, the
+ratio to plain PyTorch eager and each worker's peak resident memory; a
+Markdown table on stdout and `--output` (JSON).
+"""
+
+import json
+import os
+import sys
+
+from absl import app
+from absl import flags
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_utils  # noqa: E402
+
+CONFIGS = {
+    "mid": dict(
+        width=768,
+        depth=12,
+        heads=12,
+        image=112,
+        patch=14,
+        head=768,
+        head_depth=4,
+        batch=8,
+    ),
+    "main": dict(
+        width=128,
+        depth=4,
+        heads=4,
+        image=16,
+        patch=4,
+        head=256,
+        head_depth=2,
+        batch=128,
+    ),
+    "tiny": dict(
+        width=32,
+        depth=1,
+        heads=4,
+        image=16,
+        patch=4,
+        head=32,
+        head_depth=1,
+        batch=4,
+    ),
+}
+
+flags.DEFINE_list("backends", ["jax", "torch", "tensorflow"], "Backends.")
+flags.DEFINE_list("configs", ["mid", "main"], f"Of {list(CONFIGS)}.")
+flags.DEFINE_integer("warmup", 2, "Untimed steps first.")
+flags.DEFINE_integer("steps", 5, "Timed steps (median reported).")
+flags.DEFINE_integer("rounds", 2, "Interleaved rounds of every contender.")
+flags.DEFINE_integer("threads", 0, "Threads (0: every core).")
+flags.DEFINE_bool("compile", True, "Also time torch.compile of the peer.")
+flags.DEFINE_string("output", "benchmarks/results/train_step.json", "JSON.")
+flags.DEFINE_string("worker", None, "Internal: run one contender.")
+flags.DEFINE_string("config", "mid", "Internal: the worker's config.")
+FLAGS = flags.FLAGS
+
+
+def _images(c, channels_first=False):
+    import numpy as np
+
+    shape = (c["batch"], c["image"], c["image"], 3)
+    x = np.random.default_rng(0).normal(size=shape).astype("float32")
+    return x.transpose(0, 3, 1, 2).copy() if channels_first else x
+
+
+def keras_worker(c):
+    import keras
+
+    import keras_aim
+
+    if keras.backend.backend() == "torch" and FLAGS.threads:
+        import torch
+
+        torch.set_num_threads(FLAGS.threads)
+    keras.utils.set_random_seed(0)
+    backbone = keras_aim.AIMBackbone(
+        image_shape=(c["image"], c["image"], 3),
+        patch_size=c["patch"],
+        hidden_dim=c["width"],
+        num_layers=c["depth"],
+        num_heads=c["heads"],
+    )
+    pretrainer = keras_aim.AIMPretrainer(
+        backbone,
+        head_hidden_dim=c["head"],
+        head_num_layers=c["head_depth"],
+        seed=0,
+    )
+    pretrainer.compile(
+        optimizer=keras.optimizers.AdamW(1e-3, beta_2=0.95, weight_decay=0.05)
+    )
+    x = _images(c)
+    return bench_utils.timed(
+        lambda: pretrainer.train_on_batch(x), FLAGS.warmup, FLAGS.steps
+    )
+
+
+def torch_worker(c, compiled):
+    import torch
+    import torch_reference
+
+    if FLAGS.threads:
+        torch.set_num_threads(FLAGS.threads)
+    torch.manual_seed(0)
+    model = torch_reference.Pretrainer(
+        c["image"],
+        c["patch"],
+        c["width"],
+        c["depth"],
+        c["heads"],
+        c["head"],
+        c["head_depth"],
+    )
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.05
+    )
+    loss_fn = torch.compile(model.loss) if compiled else model.loss
+    x = torch.from_numpy(_images(c, channels_first=True))
+    tokens = (c["image"] // c["patch"]) ** 2
+    generator = torch.Generator().manual_seed(0)
+
+    def step():
+        prefix = torch_reference.random_prefix(c["batch"], tokens, generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(x, prefix)
+        loss.backward()
+        optimizer.step()
+        return float(loss)
+
+    return bench_utils.timed(step, FLAGS.warmup, FLAGS.steps)
+
+
+def worker(name):
+    c = CONFIGS[FLAGS.config]
+    if name == "keras_aim":
+        median, times = keras_worker(c)
+    elif name in ("torch_eager", "torch_compile"):
+        median, times = torch_worker(c, name == "torch_compile")
+    else:
+        raise ValueError(f"Unknown worker {name!r}.")
+    print(
+        json.dumps(
+            {
+                "median": median,
+                "all": times,
+                "peak_rss_bytes": bench_utils.peak_rss_bytes(),
+            }
+        )
+    )
+
+
+def main(argv):
+    del argv
+    if FLAGS.worker:
+        return worker(FLAGS.worker)
+    unknown = [c for c in FLAGS.configs if c not in CONFIGS]
+    if unknown:
+        raise app.UsageError(
+            f"Unknown --configs {unknown}; of {list(CONFIGS)}."
+        )
+    script = os.path.abspath(__file__)
+    contenders = [("torch_eager", None)]
+    if FLAGS.compile:
+        contenders.append(("torch_compile", None))
+    contenders += [("keras_aim", b) for b in FLAGS.backends]
+    passthrough = [
+        f"--warmup={FLAGS.warmup}",
+        f"--steps={FLAGS.steps}",
+        f"--threads={FLAGS.threads}",
+    ]
+    runs = {}
+    for _ in range(FLAGS.rounds):
+        for config in FLAGS.configs:
+            for name, backend in contenders:
+                key = f"{config}:{name}:{backend or 'torch'}"
+                args = [f"--worker={name}", f"--config={config}", *passthrough]
+                runs.setdefault(key, []).append(
+                    bench_utils.run_worker(script, backend, args)
+                )
+                print(f"done {key}", file=sys.stderr)
+    rows, results = [], []
+    for config in FLAGS.configs:
+        peer = min(r["median"] for r in runs[f"{config}:torch_eager:torch"])
+        for name, backend in contenders:
+            key = f"{config}:{name}:{backend or 'torch'}"
+            seconds = min(r["median"] for r in runs[key])
+            rss = max(r["peak_rss_bytes"] for r in runs[key])
+            entry = {
+                "config": config,
+                "contender": name,
+                "backend": backend or "torch",
+                "seconds": seconds,
+                "steps_per_second": 1 / seconds,
+                "ratio_to_torch_eager": seconds / peer,
+                "peak_rss_bytes": rss,
+            }
+            results.append(entry)
+            rows.append(
+                [
+                    config,
+                    name,
+                    entry["backend"],
+                    f"{seconds:.4f}",
+                    f"{1 / seconds:.2f}",
+                    f"{seconds / peer:.2f}",
+                    f"{rss / 1e9:.2f}",
+                ]
+            )
+    print(
+        f"Fastest of {FLAGS.rounds} rounds, median of {FLAGS.steps} steps "
+        f"after {FLAGS.warmup} warm-up steps.\n"
+    )
+    header = ["config", "contender", "backend", "s/step", "steps/s"]
+    header += ["time / torch eager", "peak RSS (GB)"]
+    print(bench_utils.table(header, rows))
+    bench_utils.write_json(
+        FLAGS.output,
+        {
+            "configs": {c: CONFIGS[c] for c in FLAGS.configs},
+            "results": results,
+            "runs": runs,
+            "environment": bench_utils.environment(),
+        },
+    )
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,201 @@
+"""examples/reproduce_findings.py end to end (--quick), its statistics
+against independent computations, its resume, and RepeatedProbe against a
+fresh probe."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from scipy import stats
+
+import keras_aim
+from keras_aim import probing
+from keras_aim.data.labelled import labelled_images
+from keras_aim.preprocessing import default_image_converter
+from keras_aim.repeated_probe import RepeatedProbe
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "examples", "reproduce_findings.py")
+BACKEND = keras.backend.backend()
+sys.path.insert(0, os.path.join(ROOT, "examples"))
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("findings_example", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+findings_script = load_script()
+
+
+def test_repeated_probe_equals_a_fresh_probe_at_every_call():
+    keras.utils.set_random_seed(0)
+    backbone = keras_aim.AIMBackbone(
+        image_shape=(16, 16, 3),
+        patch_size=4,
+        hidden_dim=16,
+        num_layers=1,
+        num_heads=2,
+    )
+    converter = default_image_converter(backbone.image_shape)
+    splits = [
+        labelled_images("digits", s, image_converter=converter, seed=0)
+        for s in ("train", "test")
+    ]
+    repeated = RepeatedProbe(
+        backbone, *splits, epochs=2, learning_rate=1e-2, seed=0
+    )
+    for _ in range(2):  # the second call runs on changed trunk weights
+        got = repeated()
+        fresh = probing.probe_accuracy(
+            backbone, "digits", epochs=2, learning_rate=1e-2, seed=0
+        )
+        assert got["top1"] == pytest.approx(fresh["top1"], abs=1e-9)
+        np.testing.assert_array_equal(got["confusion"], fresh["confusion"])
+        for variable in backbone.weights:
+            variable.assign(variable * 1.5)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [3.0, 1.0, 2.0, 2.0, 5.0],
+        [0.1, 0.1, 0.1, 0.2],
+        list(np.random.default_rng(0).normal(size=30)),
+    ],
+)
+def test_spearman_matches_scipy(values):
+    other = list(np.random.default_rng(1).permutation(len(values)) % 4)
+    expected = stats.spearmanr(values, other).statistic
+    assert findings_script.spearman(values, other) == pytest.approx(expected)
+
+
+def test_verdicts_use_the_t_interval():
+    verdict = findings_script.verdict
+    # mean -0.02, std 0.01, 3 seeds: t(2) * 0.01 / sqrt(3) = 0.0248 > 0.02.
+    assert verdict(-0.02, 0.01, 3, -1) == "within noise"
+    assert verdict(-0.03, 0.01, 3, -1) == "reproduces"
+    assert verdict(0.03, 0.01, 3, -1) == "opposite"
+    assert verdict(0.03, 0.0, 1, -1) == "one seed: no verdict"
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="Unknown --ablations"):
+        findings_script.study_config(ablations=("heads",))
+    with pytest.raises(ValueError, match="end with 1.0"):
+        findings_script.study_config(checkpoint_fractions=(0.5,))
+    with pytest.raises(ValueError, match="does not divide"):
+        findings_script.study_config(widths=(30,))
+    with pytest.raises(ValueError, match="--seeds"):
+        findings_script.study_config(seeds=0)
+    with pytest.raises(ValueError, match="preset names"):
+        findings_script.study_config(preset="aim_9b")
+
+
+def test_bad_flags_exit_2_with_one_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, SCRIPT, "--seeds=0", f"--output_dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=ROOT),
+        timeout=300,
+    )
+    assert result.returncode == 2
+    errors = [ln for ln in result.stderr.splitlines() if "ERROR" in ln]
+    assert len(errors) == 1 and "--seeds" in errors[0]
+
+
+def _check_findings(output_dir, config):
+    with open(os.path.join(output_dir, "findings.json")) as f:
+        findings = json.load(f)
+    for name in ("findings.md", "loss_vs_capacity.png", "loss_vs_steps.png"):
+        assert os.path.getsize(os.path.join(output_dir, name)) > 0
+    assert os.path.getsize(os.path.join(output_dir, "loss_vs_probe.png")) > 0
+    points = findings["points"]
+    sizes, steps = config["sizes"], config["checkpoint_steps"]
+    assert len(points) == config["seeds"] * len(sizes) * len(steps)
+    for point in points:
+        assert {"size", "step", "heldout_loss", "probe_top1"} <= set(point)
+        assert 0 <= point["probe_top1"] <= 1 and point["heldout_loss"] > 0
+    # The correlation, recomputed from the written points with SciPy.
+    expected = stats.spearmanr(
+        [p["heldout_loss"] for p in points], [p["probe_top1"] for p in points]
+    ).statistic
+    assert findings["spearman_loss_vs_probe"] == pytest.approx(expected)
+    # Each ablation's paired difference, recomputed from the runs' files.
+    base = config["ablation_size"]
+    assert [a["name"] for a in findings["ablations"]] == list(
+        config["ablations"]
+    )
+    for ablation in findings["ablations"]:
+        assert {"name", "default", "variant"} <= set(ablation)
+        differences = []
+        for seed in range(config["seeds"]):
+            tops = []
+            for suffix in ("", f"_{ablation['name']}"):
+                path = os.path.join(
+                    output_dir,
+                    "runs",
+                    f"{base}_seed{seed}{suffix}",
+                    "result.json",
+                )
+                with open(path) as f:
+                    tops.append(json.load(f)["points"][-1]["probe_top1"])
+            differences.append(tops[1] - tops[0])
+        assert ablation["difference_mean"] == pytest.approx(
+            np.mean(differences)
+        )
+        assert ablation["difference_std"] == pytest.approx(
+            np.std(differences, ddof=1) if len(differences) > 1 else 0.0
+        )
+    # The markdown holds the same numbers.
+    with open(os.path.join(output_dir, "findings.md")) as f:
+        text = f.read()
+    assert f"{findings['spearman_loss_vs_probe']:.3f}" in text
+    return findings
+
+
+@pytest.mark.skipif(
+    BACKEND != "jax",
+    reason="the whole --quick study runs on the default backend",
+)
+def test_quick_study_end_to_end_and_resume(tmp_path):
+    output_dir = str(tmp_path / "study")
+    lines = []
+    findings = findings_script.run(
+        progress=lines.append, quick=True, output_dir=output_dir
+    )
+    config = findings_script.study_config(quick=True, output_dir=output_dir)
+    assert len(lines) == len(findings_script.planned_runs(config)) == 8
+    assert all("reused" not in line for line in lines)
+    again = _check_findings(output_dir, config)
+    assert again["points"] == json.loads(json.dumps(findings["points"]))
+    # A killed study: one run's result is gone and another's is corrupt;
+    # the rerun reuses the other runs and gives the same findings.
+    runs = os.path.join(output_dir, "runs")
+    os.remove(os.path.join(runs, "w16_seed1_head", "result.json"))
+    with open(os.path.join(runs, "w8_seed0", "result.json"), "w") as f:
+        f.write('{"points": [')
+    lines = []
+    resumed = findings_script.run(
+        progress=lines.append, quick=True, output_dir=output_dir
+    )
+    assert sum("reused" in line for line in lines) == 6
+    assert resumed["points"] == findings["points"]
+    assert resumed["ablations"] == findings["ablations"]
+
+
+@pytest.mark.slow
+def test_small_study_on_every_backend(tmp_path):
+    output_dir = str(tmp_path / "study")
+    overrides = dict(quick=True, seeds=1, widths=(8, 16), ablations=("head",))
+    findings_script.run(progress=print, output_dir=output_dir, **overrides)
+    config = findings_script.study_config(output_dir=output_dir, **overrides)
+    _check_findings(output_dir, config)
