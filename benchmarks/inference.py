@@ -35,24 +35,31 @@ from absl import flags
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_utils  # noqa: E402
 
-flags.DEFINE_list("backends", ["jax", "torch", "tensorflow"], "Backends.")
-flags.DEFINE_string("preset", "aim_600m", "Architecture (empty: the flags).")
-flags.DEFINE_integer("width", 1536, "Trunk width (without --preset).")
-flags.DEFINE_integer("depth", 24, "Blocks (without --preset).")
-flags.DEFINE_integer("heads", 12, "Heads (without --preset).")
-flags.DEFINE_integer("patch", 14, "Patch side (without --preset).")
-flags.DEFINE_integer("image_size", 224, "Image side.")
-flags.DEFINE_list("batch_sizes", ["1", "8"], "Batch sizes.")
-flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "Dtypes.")
-flags.DEFINE_integer("warmup", 1, "Untimed calls first.")
-flags.DEFINE_integer("repeats", 3, "Timed calls (median reported).")
-flags.DEFINE_integer("rounds", 2, "Interleaved rounds of every contender.")
-flags.DEFINE_integer("threads", 0, "Threads (0: every core).")
-flags.DEFINE_integer("peak_size", 2048, "Side of the peak-FLOP/s matmuls.")
-flags.DEFINE_integer("attention_tokens", 1024, "Attention bench (0: off).")
-flags.DEFINE_string("output", "benchmarks/results/inference.json", "JSON.")
-flags.DEFINE_string("worker", None, "Internal: run one contender.")
-flags.DEFINE_string("dtype", "float32", "Internal: the worker's dtype.")
+
+def define_flags():
+    """Defines the flags (not at import: tests import this file)."""
+    flags.DEFINE_list("backends", ["jax", "torch", "tensorflow"], "Backends.")
+    flags.DEFINE_string(
+        "preset", "aim_600m", "Architecture (empty: the flags)."
+    )
+    flags.DEFINE_integer("width", 1536, "Trunk width (without --preset).")
+    flags.DEFINE_integer("depth", 24, "Blocks (without --preset).")
+    flags.DEFINE_integer("heads", 12, "Heads (without --preset).")
+    flags.DEFINE_integer("patch", 14, "Patch side (without --preset).")
+    flags.DEFINE_integer("image_size", 224, "Image side.")
+    flags.DEFINE_list("batch_sizes", ["1", "8"], "Batch sizes.")
+    flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "Dtypes.")
+    flags.DEFINE_integer("warmup", 1, "Untimed calls first.")
+    flags.DEFINE_integer("repeats", 3, "Timed calls (median reported).")
+    flags.DEFINE_integer("rounds", 2, "Interleaved rounds of every contender.")
+    flags.DEFINE_integer("threads", 0, "Threads (0: every core).")
+    flags.DEFINE_integer("peak_size", 2048, "Side of the peak-FLOP/s matmuls.")
+    flags.DEFINE_integer("attention_tokens", 1024, "Attention bench (0: off).")
+    flags.DEFINE_string("output", "benchmarks/results/inference.json", "JSON.")
+    flags.DEFINE_string("worker", None, "Internal: run one contender.")
+    flags.DEFINE_string("dtype", "float32", "Internal: the worker's dtype.")
+
+
 FLAGS = flags.FLAGS
 
 
@@ -400,4 +407,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -34,17 +34,30 @@ sys.path.insert(0, ROOT)
 
 from keras_aim.presets import PRESETS  # noqa: E402
 
-flags.DEFINE_list("presets", list(PRESETS), "Presets to plan.")
-flags.DEFINE_list("devices", ["8", "64", "256"], "Accelerator counts.")
-flags.DEFINE_integer("global_batch", 4096, "Images per step (the paper).")
-flags.DEFINE_integer("image_size", 224, "Image side.")
-flags.DEFINE_integer("head_hidden_dim", 2048, "Pixel-head width.")
-flags.DEFINE_integer("head_num_layers", 12, "Pixel-head blocks.")
-flags.DEFINE_float("peak_tflops", 989.0, "Accelerator bf16 peak (H100 SXM).")
-flags.DEFINE_float("mfu", 0.4, "Model FLOPs utilisation assumed.")
-flags.DEFINE_float("memory_gb", 80.0, "Accelerator memory, for the fit check.")
-flags.DEFINE_bool("measure", False, "Measure a micro step here and compare.")
-flags.DEFINE_string("output", "benchmarks/results/plan.json", "JSON results.")
+
+def define_flags():
+    """Defines the flags (not at import: tests import this file)."""
+    flags.DEFINE_list("presets", list(PRESETS), "Presets to plan.")
+    flags.DEFINE_list("devices", ["8", "64", "256"], "Accelerator counts.")
+    flags.DEFINE_integer("global_batch", 4096, "Images per step (the paper).")
+    flags.DEFINE_integer("image_size", 224, "Image side.")
+    flags.DEFINE_integer("head_hidden_dim", 2048, "Pixel-head width.")
+    flags.DEFINE_integer("head_num_layers", 12, "Pixel-head blocks.")
+    flags.DEFINE_float(
+        "peak_tflops", 989.0, "Accelerator bf16 peak (H100 SXM)."
+    )
+    flags.DEFINE_float("mfu", 0.4, "Model FLOPs utilisation assumed.")
+    flags.DEFINE_float(
+        "memory_gb", 80.0, "Accelerator memory, for the fit check."
+    )
+    flags.DEFINE_bool(
+        "measure", False, "Measure a micro step here and compare."
+    )
+    flags.DEFINE_string(
+        "output", "benchmarks/results/plan.json", "JSON results."
+    )
+
+
 FLAGS = flags.FLAGS
 
 
@@ -248,4 +261,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -10,7 +10,12 @@ Contenders, each in a fresh process, interleaved over `--rounds`:
 `keras_aim` on every backend (`AIMPretrainer.train_on_batch`), and the same
 model, loss and optimizer written in plain PyTorch
 (`benchmarks/torch_reference.py`), eager (`torch_eager`) and through
-`torch.compile` (`torch_compile`, when `--compile`). Configs:
+`torch.compile` (`torch_compile`, when `--compile`). keras_aim uses
+`keras_aim.optimizers.PretrainingAdamW` (what `pretraining_optimizer`
+returns; Keras' AdamW formula, epsilon 1e-7, no decay on biases and
+norms). With `--ablations`, keras_aim is also timed with one fast path
+replaced by Keras' own code: `keras_dense` (Keras' `Dense` backward, on
+jax) and `keras_adamw` (`keras.optimizers.AdamW`, on torch). Configs:
 
     mid   width 768, 12 blocks, 12 heads, 112x112 images, patch 14 (64
           tokens), pixel head width 768 with 4 blocks, batch 8
@@ -65,16 +70,30 @@ CONFIGS = {
     ),
 }
 
-flags.DEFINE_list("backends", ["jax", "torch", "tensorflow"], "Backends.")
-flags.DEFINE_list("configs", ["mid", "main"], f"Of {list(CONFIGS)}.")
-flags.DEFINE_integer("warmup", 2, "Untimed steps first.")
-flags.DEFINE_integer("steps", 5, "Timed steps (median reported).")
-flags.DEFINE_integer("rounds", 2, "Interleaved rounds of every contender.")
-flags.DEFINE_integer("threads", 0, "Threads (0: every core).")
-flags.DEFINE_bool("compile", True, "Also time torch.compile of the peer.")
-flags.DEFINE_string("output", "benchmarks/results/train_step.json", "JSON.")
-flags.DEFINE_string("worker", None, "Internal: run one contender.")
-flags.DEFINE_string("config", "mid", "Internal: the worker's config.")
+# keras_aim with one of its fast paths replaced by Keras' own code, and the
+# backend where that path matters (see the README's speed section).
+ABLATIONS = {"keras_dense": "jax", "keras_adamw": "torch"}
+
+
+def define_flags():
+    """Defines the flags (not at import: tests import this file)."""
+    flags.DEFINE_list("backends", ["jax", "torch", "tensorflow"], "Backends.")
+    flags.DEFINE_list("configs", ["mid", "main"], f"Of {list(CONFIGS)}.")
+    flags.DEFINE_integer("warmup", 2, "Untimed steps first.")
+    flags.DEFINE_integer("steps", 5, "Timed steps (median reported).")
+    flags.DEFINE_integer("rounds", 2, "Interleaved rounds of every contender.")
+    flags.DEFINE_integer("threads", 0, "Threads (0: every core).")
+    flags.DEFINE_bool("compile", True, "Also time torch.compile of the peer.")
+    flags.DEFINE_bool(
+        "ablations",
+        True,
+        f"Also time keras_aim without each fast path: {ABLATIONS}.",
+    )
+    flags.DEFINE_string("output", "benchmarks/results/train_step.json", "JSON.")
+    flags.DEFINE_string("worker", None, "Internal: run one contender.")
+    flags.DEFINE_string("config", "mid", "Internal: the worker's config.")
+
+
 FLAGS = flags.FLAGS
 
 
@@ -86,7 +105,7 @@ def _images(c, channels_first=False):
     return x.transpose(0, 3, 1, 2).copy() if channels_first else x
 
 
-def keras_worker(c):
+def keras_worker(c, ablation=None):
     import keras
 
     import keras_aim
@@ -95,6 +114,9 @@ def keras_worker(c):
         import torch
 
         torch.set_num_threads(FLAGS.threads)
+    if ablation == "keras_dense":
+        # Undo keras_aim's kernel-gradient path: Keras' own Dense.call.
+        keras_aim.layers.AIMDense.call = keras.layers.Dense.call
     keras.utils.set_random_seed(0)
     backbone = keras_aim.AIMBackbone(
         image_shape=(c["image"], c["image"], 3),
@@ -109,8 +131,17 @@ def keras_worker(c):
         head_num_layers=c["head_depth"],
         seed=0,
     )
+    # The optimizer of keras_aim.optimizers.pretraining_optimizer, with the
+    # peer's settings; the ablation uses Keras' AdamW instead.
+    optimizer_class = (
+        keras.optimizers.AdamW
+        if ablation == "keras_adamw"
+        else keras_aim.optimizers.PretrainingAdamW
+    )
     pretrainer.compile(
-        optimizer=keras.optimizers.AdamW(1e-3, beta_2=0.95, weight_decay=0.05)
+        optimizer=optimizer_class(
+            learning_rate=1e-3, beta_2=0.95, weight_decay=0.05
+        )
     )
     x = _images(c)
     return bench_utils.timed(
@@ -157,6 +188,8 @@ def worker(name):
     c = CONFIGS[FLAGS.config]
     if name == "keras_aim":
         median, times = keras_worker(c)
+    elif name in ABLATIONS:
+        median, times = keras_worker(c, ablation=name)
     elif name in ("torch_eager", "torch_compile"):
         median, times = torch_worker(c, name == "torch_compile")
     else:
@@ -186,6 +219,12 @@ def main(argv):
     if FLAGS.compile:
         contenders.append(("torch_compile", None))
     contenders += [("keras_aim", b) for b in FLAGS.backends]
+    if FLAGS.ablations:
+        contenders += [
+            (name, backend)
+            for name, backend in ABLATIONS.items()
+            if backend in FLAGS.backends
+        ]
     passthrough = [
         f"--warmup={FLAGS.warmup}",
         f"--steps={FLAGS.steps}",
@@ -248,4 +287,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

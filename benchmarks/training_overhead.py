@@ -28,17 +28,22 @@ import time
 from absl import app
 from absl import flags
 
-flags.DEFINE_list("backends", ["jax", "torch", "tensorflow"], "Backends.")
-flags.DEFINE_integer("steps", 100, "Optimizer steps per arm.")
-flags.DEFINE_integer("repeats", 2, "Interleaved repeats per arm.")
-flags.DEFINE_integer("batch_size", 128, "Images per step.")
-flags.DEFINE_integer("log_every", 10, "The loop's logging window.")
-flags.DEFINE_string(
-    "output", "benchmarks/results/training_overhead.json", "JSON results."
-)
-flags.DEFINE_string("worker", None, "Internal: run one arm (bare|loop).")
-flags.DEFINE_integer("width", 128, "Trunk width (smoke tests use less).")
-flags.DEFINE_integer("depth", 4, "Trunk blocks.")
+
+def define_flags():
+    """Defines the flags (not at import: tests import this file)."""
+    flags.DEFINE_list("backends", ["jax", "torch", "tensorflow"], "Backends.")
+    flags.DEFINE_integer("steps", 100, "Optimizer steps per arm.")
+    flags.DEFINE_integer("repeats", 2, "Interleaved repeats per arm.")
+    flags.DEFINE_integer("batch_size", 128, "Images per step.")
+    flags.DEFINE_integer("log_every", 10, "The loop's logging window.")
+    flags.DEFINE_string(
+        "output", "benchmarks/results/training_overhead.json", "JSON results."
+    )
+    flags.DEFINE_string("worker", None, "Internal: run one arm (bare|loop).")
+    flags.DEFINE_integer("width", 128, "Trunk width (smoke tests use less).")
+    flags.DEFINE_integer("depth", 4, "Trunk blocks.")
+
+
 FLAGS = flags.FLAGS
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -207,4 +212,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

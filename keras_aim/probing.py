@@ -173,7 +173,15 @@ def probe_optimizer(total_steps, learning_rate, weight_decay=0.05):
     )
 
 
-def _compile(model, total_steps, learning_rate, weight_decay, optimizer=None):
+def compile_probe(
+    model, total_steps, learning_rate, weight_decay, optimizer=None
+):
+    """Compiles a probe or classifier the way `train_probe` does.
+
+    AdamW with `probe_optimizer`'s schedule over `total_steps` (or the
+    given `optimizer`), sparse categorical cross-entropy on logits and
+    accuracy.
+    """
     model.compile(
         optimizer=optimizer
         or probe_optimizer(total_steps, learning_rate, weight_decay),
@@ -249,7 +257,7 @@ def train_probe(
         model = classifier
     check_labels(y, num_classes)
     batches = IndexedBatches(x, y, batch_size, seed=seed)
-    _compile(model, epochs * len(batches), learning_rate, weight_decay)
+    compile_probe(model, epochs * len(batches), learning_rate, weight_decay)
     model.fit(batches, epochs=epochs, verbose=verbose, shuffle=False)
     return classifier
 
@@ -292,7 +300,7 @@ def train_classifier(
             learning_rate=learning_rate,
             weight_decay=weight_decay,
         )
-    _compile(classifier, total, learning_rate, weight_decay, optimizer)
+    compile_probe(classifier, total, learning_rate, weight_decay, optimizer)
     classifier.fit(batches, epochs=epochs, verbose=verbose, shuffle=False)
     return classifier
 

@@ -14,9 +14,9 @@ import numpy as np
 
 from keras_aim.models.classifier import AIMImageClassifier
 from keras_aim.probing import IndexedBatches
-from keras_aim.probing import _compile
 from keras_aim.probing import check_labels
 from keras_aim.probing import classification_metrics
+from keras_aim.probing import compile_probe
 from keras_aim.probing import feature_model
 from keras_aim.validation import positive_int
 
@@ -78,7 +78,7 @@ class RepeatedProbe:
         steps = self.epochs * len(
             IndexedBatches(self.train_images, self.train_labels, batch_size)
         )
-        _compile(self.head, steps, learning_rate, weight_decay)
+        compile_probe(self.head, steps, learning_rate, weight_decay)
         # Built now so that its fresh state (step 0, zero moments) can be
         # put back before every call.
         self.head.optimizer.build(self.head.trainable_variables)

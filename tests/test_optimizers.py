@@ -8,6 +8,7 @@ import pytest
 from conftest import to_numpy
 
 from keras_aim.layers.attentive_probe import AIMAttentivePooling
+from keras_aim.optimizers import LayerDecayAdamW
 from keras_aim.optimizers import PretrainingAdamW
 from keras_aim.optimizers import peak_learning_rate
 from keras_aim.optimizers import pretraining_optimizer
@@ -167,3 +168,69 @@ def test_bad_arguments_raise(kwargs, match):
         pretraining_optimizer(**kwargs)
     with pytest.raises(ValueError, match="warmup_steps"):
         warmup_cosine_decay(1e-3, total_steps=10, warmup_steps=11)
+
+
+def np_adamw(values, grads, steps, lr, scales, decays, amsgrad=False):
+    """Keras' AdamW in NumPy: decoupled decay at the base rate, then Adam
+    with `alpha = lr sqrt(1 - b2^t) / (1 - b1^t)` and epsilon 1e-7 outside
+    the square root."""
+    b1, b2, eps, wd = 0.9, 0.95, 1e-7, 0.05
+    values = [v.astype("float64") for v in values]
+    m = [np.zeros_like(v) for v in values]
+    v2 = [np.zeros_like(v) for v in values]
+    hat = [np.zeros_like(v) for v in values]
+    for t in range(1, steps + 1):
+        for i, g in enumerate(grads[t - 1]):
+            if decays[i]:
+                values[i] = values[i] * (1 - wd * lr)
+            m[i] = m[i] + (g - m[i]) * (1 - b1)
+            v2[i] = v2[i] + (g * g - v2[i]) * (1 - b2)
+            hat[i] = np.maximum(hat[i], v2[i])
+            alpha = lr * scales[i] * np.sqrt(1 - b2**t) / (1 - b1**t)
+            root = np.sqrt(hat[i] if amsgrad else v2[i])
+            values[i] = values[i] - m[i] * alpha / (root + eps)
+    return values
+
+
+@pytest.mark.parametrize("amsgrad", [False, True])
+@pytest.mark.parametrize("layer_decay", [False, True])
+def test_update_matches_numpy_adamw(layer_decay, amsgrad):
+    # On torch this is keras_aim.torch_adamw's in-place update; elsewhere
+    # Keras' own update_step.
+    rng = np.random.default_rng(0)
+    names = ["block_0/kernel", "block_1/kernel", "block_1/bias", "head/k"]
+    shapes = [(3, 4), (4, 2), (2,), (5,)]
+    initial = [rng.normal(size=s).astype("float32") for s in shapes]
+    variables = []
+    for value, name in zip(initial, names):
+        scope, leaf = name.split("/")
+        with keras.name_scope(scope):
+            variables.append(keras.Variable(value, name=leaf))
+    assert [v.path for v in variables] == names
+    kwargs = dict(learning_rate=0.01, beta_2=0.95, weight_decay=0.05)
+    if layer_decay:
+        scales = [0.25, 0.5, 0.5, 1.0]
+        optimizer = LayerDecayAdamW(
+            learning_rate_scales=[["block_0", 0.25], ["block_1", 0.5]],
+            amsgrad=amsgrad,
+            **kwargs,
+        )
+    else:
+        scales = [1.0] * 4
+        optimizer = PretrainingAdamW(amsgrad=amsgrad, **kwargs)
+    steps = 4
+    grads = [
+        [rng.normal(size=s).astype("float32") for s in shapes]
+        for _ in range(steps)
+    ]
+    for step_grads in grads:
+        optimizer.apply_gradients(
+            zip([keras.ops.convert_to_tensor(g) for g in step_grads], variables)
+        )
+    expected = np_adamw(
+        initial, grads, steps, 0.01, scales, [True, True, False, True], amsgrad
+    )
+    for variable, want, start in zip(variables, expected, initial):
+        got = to_numpy(variable)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        assert not np.allclose(got, start)

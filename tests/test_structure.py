@@ -176,3 +176,54 @@ def test_no_module_is_too_long():
         if count > limit:
             too_long[name] = count
     assert not too_long, too_long
+
+
+def module_level_flag_definitions(path):
+    """Line numbers of `flags.DEFINE_*` calls run when `path` is imported."""
+    with open(path) as f:
+        tree = ast.parse(f.read(), path)
+    lines = []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.If)):
+            continue  # Run later (or under `__main__`), not at import.
+        for call in ast.walk(node):
+            if (
+                isinstance(call, ast.Call)
+                and isinstance(call.func, ast.Attribute)
+                and call.func.attr.startswith("DEFINE")
+            ):
+                lines.append(call.lineno)
+    return lines
+
+
+def test_scripts_define_no_flags_at_import():
+    # Tests import the example and benchmark scripts into one process; two
+    # scripts defining the same absl flag at import (plan.py and
+    # pretrain.py both have --head_hidden_dim) fail with DuplicateFlagError
+    # whenever they share a test worker.
+    found = {}
+    scripts = 0
+    for folder in ("examples", "benchmarks"):
+        for name in sorted(os.listdir(os.path.join(ROOT, folder))):
+            if name.endswith(".py"):
+                scripts += 1
+                lines = module_level_flag_definitions(
+                    os.path.join(ROOT, folder, name)
+                )
+                if lines:
+                    found[f"{folder}/{name}"] = lines
+    assert scripts >= 10
+    assert not found, found
+
+
+def test_the_flag_check_finds_module_level_definitions(tmp_path):
+    path = tmp_path / "script.py"
+    path.write_text(
+        "from absl import flags\n"
+        "flags.DEFINE_integer('a', 1, '')\n"
+        "def define_flags():\n"
+        "    flags.DEFINE_integer('b', 1, '')\n"
+        "if __name__ == '__main__':\n"
+        "    define_flags()\n"
+    )
+    assert module_level_flag_definitions(str(path)) == [2]

@@ -1,6 +1,7 @@
 """Layers of the AIM trunk, probe and pre-training objective."""
 
 from keras_aim.layers.attentive_probe import AIMAttentivePooling
+from keras_aim.layers.dense import AIMDense
 from keras_aim.layers.linear_probe import AIMLinearProbe
 from keras_aim.layers.masks import causal_mask
 from keras_aim.layers.masks import prefix_causal_mask
@@ -14,6 +15,7 @@ from keras_aim.layers.transformer_block import AIMTransformerBlock
 
 __all__ = [
     "AIMAttentivePooling",
+    "AIMDense",
     "AIMLinearProbe",
     "AIMPatchEmbedding",
     "AIMPixelHead",

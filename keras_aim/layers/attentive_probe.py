@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_aim.layers.dense import AIMDense
 from keras_aim.layers.transformer_block import merge_heads
 from keras_aim.layers.transformer_block import split_heads
 
@@ -94,16 +95,16 @@ class AIMAttentivePooling(keras.layers.Layer):
             dtype=self.dtype_policy,
             name="batch_norm",
         )
-        self.key = keras.layers.Dense(
+        self.key = AIMDense(
             self.hidden_dim, use_bias=False, dtype=self.dtype_policy, name="key"
         )
-        self.value = keras.layers.Dense(
+        self.value = AIMDense(
             self.hidden_dim,
             use_bias=False,
             dtype=self.dtype_policy,
             name="value",
         )
-        self.classifier = keras.layers.Dense(
+        self.classifier = AIMDense(
             self.num_classes,
             use_bias=False,
             dtype=self.dtype_policy,

@@ -5,6 +5,7 @@ from keras import ops
 
 from keras_aim.layers.attentive_probe import average_features
 from keras_aim.layers.attentive_probe import first_feature_shape
+from keras_aim.layers.dense import AIMDense
 from keras_aim.validation import positive_int
 
 
@@ -56,7 +57,7 @@ class AIMLinearProbe(keras.layers.Layer):
             dtype=self.dtype_policy,
             name="batch_norm",
         )
-        self.classifier = keras.layers.Dense(
+        self.classifier = AIMDense(
             self.num_classes, dtype=self.dtype_policy, name="classifier"
         )
 

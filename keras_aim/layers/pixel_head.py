@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_aim.layers.dense import AIMDense
 from keras_aim.layers.position_embedding import sincos_2d_position_embedding
 from keras_aim.validation import check_parameter_memory
 from keras_aim.validation import check_size_limit
@@ -82,7 +83,7 @@ class AIMPixelHead(keras.layers.Layer):
         self.mlp_dim = int(self.mlp_ratio * hidden_dim)
 
         def dense(units, name, use_bias=False):
-            return keras.layers.Dense(
+            return AIMDense(
                 units,
                 use_bias=use_bias,
                 kernel_initializer="glorot_uniform",

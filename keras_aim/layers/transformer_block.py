@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_aim.layers.dense import AIMDense
+
 
 def split_heads(x, num_heads):
     """Reshapes `(B, T, H * d)` to `(B, T, H, d)`."""
@@ -121,7 +123,7 @@ class AIMTransformerBlock(keras.layers.Layer):
             )
 
         def dense(units, name):
-            return keras.layers.Dense(
+            return AIMDense(
                 units,
                 use_bias=self.use_bias,
                 kernel_initializer="glorot_uniform",
