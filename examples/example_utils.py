@@ -21,6 +21,23 @@ def default_image_size(source):
     return {"digits": 16, "photos": 32}.get(source, 224)
 
 
+def build_backbone(image_shape, preset=None, **architecture):
+    """A random-init `AIMBackbone`: `preset`'s architecture, or `architecture`.
+
+    Args:
+        image_shape: `(H, W, C)` of the training images.
+        preset: a preset name or folder (weights not loaded), or `None`.
+        **architecture: `AIMBackbone` arguments, used without a preset.
+    """
+    from keras_aim.models.backbone import AIMBackbone
+
+    if preset:
+        return AIMBackbone.from_preset(
+            preset, load_weights=False, image_shape=image_shape
+        )
+    return AIMBackbone(image_shape=image_shape, **architecture)
+
+
 def training_set_size(source):
     """Number of training images of a finite source (digits, a folder)."""
     from keras_aim import data

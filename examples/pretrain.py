@@ -432,22 +432,16 @@ def _run_locked(config, output_dir, overrides, callbacks):
 def build_pretrainer(config, image_size, total_steps, peak):
     """The backbone and the compiled pretrainer of a run's settings."""
     from keras_aim import optimizers
-    from keras_aim.models.backbone import AIMBackbone
     from keras_aim.models.pretrainer import AIMPretrainer
 
-    image_shape = (image_size, image_size, 3)
-    if config["preset"]:
-        backbone = AIMBackbone.from_preset(
-            config["preset"], load_weights=False, image_shape=image_shape
-        )
-    else:
-        backbone = AIMBackbone(
-            image_shape=image_shape,
-            patch_size=config["patch_size"],
-            hidden_dim=config["hidden_dim"],
-            num_layers=config["num_layers"],
-            num_heads=config["num_heads"],
-        )
+    backbone = example_utils.build_backbone(
+        (image_size, image_size, 3),
+        config["preset"],
+        patch_size=config["patch_size"],
+        hidden_dim=config["hidden_dim"],
+        num_layers=config["num_layers"],
+        num_heads=config["num_heads"],
+    )
     pretrainer = AIMPretrainer(
         backbone,
         head_hidden_dim=config["head_hidden_dim"],

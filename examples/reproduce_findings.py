@@ -261,24 +261,18 @@ def build_models(config, run):
     import keras
 
     from keras_aim import optimizers
-    from keras_aim.models.backbone import AIMBackbone
     from keras_aim.models.pretrainer import AIMPretrainer
 
     keras.utils.set_random_seed(run["seed"])
-    shape = (config["image_size"], config["image_size"], 3)
     size = run["size"]
-    if "preset" in size:
-        backbone = AIMBackbone.from_preset(
-            size["preset"], load_weights=False, image_shape=shape
-        )
-    else:
-        backbone = AIMBackbone(
-            image_shape=shape,
-            patch_size=config["patch_size"],
-            hidden_dim=size["hidden_dim"],
-            num_layers=config["num_layers"],
-            num_heads=config["num_heads"],
-        )
+    backbone = example_utils.build_backbone(
+        (config["image_size"], config["image_size"], 3),
+        size.get("preset"),
+        patch_size=config["patch_size"],
+        hidden_dim=size.get("hidden_dim"),
+        num_layers=config["num_layers"],
+        num_heads=config["num_heads"],
+    )
     head = {
         "head_hidden_dim": config["head_hidden_dim"],
         "head_num_layers": config["head_num_layers"],

@@ -71,3 +71,19 @@ def to_numpy(x):
     import keras
 
     return np.asarray(keras.ops.convert_to_numpy(x), dtype="float64")
+
+
+def load_example(name):
+    """Imports `examples/NAME.py` as module `NAME_example` (a fresh copy)."""
+    import importlib.util
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    examples = os.path.join(root, "examples")
+    if examples not in sys.path:
+        sys.path.insert(0, examples)  # for `import example_utils`
+    spec = importlib.util.spec_from_file_location(
+        f"{name}_example", os.path.join(examples, f"{name}.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

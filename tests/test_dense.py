@@ -85,9 +85,10 @@ def _stacks(dtype, lora_rank):
 @pytest.mark.parametrize(
     "dtype, lora_rank, rtol, atol",
     [
-        ("float32", 0, 1e-5, 1e-5),
-        ("float32", 2, 1e-5, 1e-5),
-        ("mixed_bfloat16", 0, 1e-2, 0.5),
+        ("float32", 0, 1e-5, 1e-6),
+        ("float32", 2, 1e-5, 1e-6),
+        # bfloat16 compute: within two bfloat16 steps (measured: equal).
+        ("mixed_bfloat16", 0, 8e-3, 1e-2),
     ],
 )
 def test_matches_keras_dense(dtype, lora_rank, rtol, atol):
@@ -96,6 +97,7 @@ def test_matches_keras_dense(dtype, lora_rank, rtol, atol):
     np.testing.assert_allclose(
         to_numpy(ours(x)).astype("float32"),
         to_numpy(reference(x)).astype("float32"),
+        rtol=rtol,
         atol=atol,
     )
     before = [to_numpy(w) for w in ours.weights]
@@ -104,7 +106,7 @@ def test_matches_keras_dense(dtype, lora_rank, rtol, atol):
     got = _sgd_step(ours, x)
     assert len(got) == len(expected) == (8 if lora_rank else 4)
     for a, b in zip(got, expected):
-        np.testing.assert_allclose(a, b, rtol=rtol, atol=atol / 10)
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
     # Every trainable weight moved and the frozen ones did not.
     for w, old, new in zip(ours.weights, before, got):
         assert np.array_equal(old, new) == (id(w) not in trainable), w.path

@@ -6,7 +6,6 @@ functions; the command-line contract (exit status 2 and one line on bad
 input) is checked on real subprocesses.
 """
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -15,6 +14,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+from conftest import load_example
 
 import keras_aim
 
@@ -24,12 +24,7 @@ sys.path.insert(0, EXAMPLES)
 
 
 def load(name):
-    spec = importlib.util.spec_from_file_location(
-        f"{name}_example", os.path.join(EXAMPLES, f"{name}.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example(name)
 
 
 probe, finetune, extract_features, evaluate = (

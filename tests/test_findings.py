@@ -2,7 +2,6 @@
 against independent computations, its resume, and RepeatedProbe against a
 fresh probe."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,6 +10,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+from conftest import load_example
 from scipy import stats
 
 import keras_aim
@@ -25,14 +25,7 @@ BACKEND = keras.backend.backend()
 sys.path.insert(0, os.path.join(ROOT, "examples"))
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("findings_example", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-findings_script = load_script()
+findings_script = load_example("reproduce_findings")
 
 
 def test_repeated_probe_equals_a_fresh_probe_at_every_call():

@@ -8,7 +8,6 @@ output folder fails before training.
 """
 
 import csv
-import importlib.util
 import json
 import os
 import signal
@@ -19,6 +18,7 @@ import time
 import keras
 import numpy as np
 import pytest
+from conftest import load_example
 
 from keras_aim import training
 
@@ -45,14 +45,7 @@ TINY_FLAGS = [f"--{k}={v}" for k, v in TINY.items()]
 EXACT = keras.backend.backend() == "jax"
 
 
-def _load_example():
-    spec = importlib.util.spec_from_file_location("pretrain_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-pretrain = _load_example()
+pretrain = load_example("pretrain")
 
 
 def run_main(argv):

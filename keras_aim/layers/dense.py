@@ -16,16 +16,15 @@ backends and quantized layers (Keras sends those to `quantized_call`)
 run Keras' own code unchanged.
 """
 
+import functools
+
 import keras
 from keras import ops
 
-_MATMUL = []
 
-
+@functools.cache
 def _jax_matmul():
     """`matmul(x, w)` for `(..., in) x (in, out)` with a direct `x^T g`."""
-    if _MATMUL:
-        return _MATMUL[0]
     import jax
     import jax.numpy as jnp
 
@@ -49,7 +48,6 @@ def _jax_matmul():
         return dx, dw
 
     matmul.defvjp(forward, backward)
-    _MATMUL.append(matmul)
     return matmul
 
 
