@@ -1,6 +1,8 @@
 # Two commands for a fresh machine:
 #   make pretrain   pre-trains a small AIM on built-in data (no downloads)
-#   make test       lint + the whole test suite on jax, torch and tensorflow
+#   make test       lint + every fast test on jax, torch and tensorflow + each
+#                   `large` test once (on the backend it is about)
+# and, for CI: make test-all   everything (large, extra_large) on every backend
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -8,7 +10,7 @@ PY := $(VENV)/bin/python
 # `make pretrain KERAS_BACKEND=torch`.
 KERAS_BACKEND ?= jax
 
-.PHONY: install pretrain test test-slow
+.PHONY: install pretrain test test-all
 
 $(VENV)/.installed: requirements-cpu.txt setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +25,7 @@ pretrain: install
 	KERAS_BACKEND=$(KERAS_BACKEND) $(PY) examples/pretrain.py --output_dir runs/pretrain
 
 test: install
-	$(PY) tests/run_all_backends.py
+	$(PY) tools/run_tests.py
 
-test-slow: install
-	$(PY) tests/run_all_backends.py --run-slow
+test-all: install
+	$(PY) tools/run_tests.py --all

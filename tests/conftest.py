@@ -2,6 +2,7 @@
 
 import os
 import sys
+from argparse import SUPPRESS
 
 import numpy as np
 import pytest
@@ -12,20 +13,82 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 def pytest_addoption(parser):
     parser.addoption(
-        "--run-slow",
+        "--run_large",
+        action="store",
+        nargs="?",
+        const="all",
+        default=None,
+        choices=["all", "once"],
+        help="also run tests marked `large`: `all` (the default when the "
+        "option is given) on every backend, `once` only on the backend each "
+        "test is about (`large(backend=...)`; backend-neutral ones on jax)",
+    )
+    parser.addoption(
+        "--run_extra_large",
         action="store_true",
         default=False,
-        help="also run tests marked slow",
+        help="also run tests marked `extra_large` (and every `large` one)",
+    )
+    parser.addoption(  # the old name of `--run_large`, kept as an alias
+        "--run-slow", action="store_true", default=False, help=SUPPRESS
     )
 
 
-def pytest_collection_modifyitems(config, items):
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "large(backend=None): a heavy check (a subprocess, a training run); "
+        "runs with --run_large; `backend` names the one backend that "
+        "`--run_large=once` runs it on (default: jax)",
+    )
+    config.addinivalue_line(
+        "markers",
+        "extra_large: the heaviest checks; runs with --run_extra_large",
+    )
+    config.addinivalue_line("markers", "slow: an alias of `large`")
+
+
+# Where `--run_large=once` runs a backend-neutral large test.
+NEUTRAL_BACKEND = "jax"
+
+
+def large_tier(config):
+    """`None` (skip large tests), `"once"` or `"all"`."""
+    if config.getoption("--run_extra_large"):
+        return "all"
     if config.getoption("--run-slow"):
-        return
-    skip_slow = pytest.mark.skip(reason="slow; run with --run-slow")
+        return "all"
+    return config.getoption("--run_large")
+
+
+def pytest_collection_modifyitems(config, items):
+    import keras
+
+    backend = keras.backend.backend()
+    tier = large_tier(config)
+    extra = config.getoption("--run_extra_large")
     for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip_slow)
+        if "extra_large" in item.keywords:
+            if not extra:
+                item.add_marker(
+                    pytest.mark.skip(reason="extra_large: --run_extra_large")
+                )
+            continue
+        marker = item.get_closest_marker("large") or item.get_closest_marker(
+            "slow"
+        )
+        if marker is None:
+            continue
+        if tier is None:
+            item.add_marker(pytest.mark.skip(reason="large: --run_large"))
+        elif tier == "once":
+            about = marker.kwargs.get("backend", NEUTRAL_BACKEND)
+            if about != backend:
+                item.add_marker(
+                    pytest.mark.skip(
+                        reason=f"large, runs once: on {about} (--run_large)"
+                    )
+                )
 
 
 def pytest_report_header(config):

@@ -2,11 +2,11 @@
 
 A tiny `examples/pretrain.py` run (checkpoint after every step, so a good
 share of its time is spent writing checkpoints) is killed with SIGKILL:
-once while a checkpoint is being written, once between steps, once after
-a seeded random delay; each time the same command is run again. The final
-loss log and the final backbone weights must equal an uninterrupted run's
-(bit for bit on jax, within float tolerance on torch and tensorflow), and
-no completed checkpoint may be lost.
+once while a checkpoint is being written, once between steps, once after a
+seeded random number of further steps; each time the same command is run
+again. The final loss log and the final backbone weights must equal an
+uninterrupted run's (within float32 tolerance: they come from different
+processes), and no completed checkpoint may be lost.
 """
 
 import csv
@@ -41,7 +41,6 @@ SETTINGS = dict(
     verbose=0,
 )
 ARGS = [f"--{k}" if v is None else f"--{k}={v}" for k, v in SETTINGS.items()]
-EXACT = keras.backend.backend() == "jax"
 
 
 def command(output_dir):
@@ -106,12 +105,13 @@ def test_sigkill_at_several_points_then_resume(tmp_path):
     )
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     output_dir = str(tmp_path / "killed")
-    rng = random.Random(0)
-    start = time.time()
+    # The third kill lands after a seeded random number of new log rows
+    # (an event, not a wall-clock delay, so a loaded machine cannot move it).
+    extra_rows = random.Random(0).randint(1, 3)
     kills = [
         writing_a_checkpoint(output_dir),
         lambda: len(rows(output_dir)) >= 6,
-        lambda: time.time() - start > rng.uniform(0, 5) and rows(output_dir),
+        lambda: len(rows(output_dir)) >= min(6 + extra_rows, 9),
     ]
     history = []
     for condition in kills:
@@ -123,7 +123,6 @@ def test_sigkill_at_several_points_then_resume(tmp_path):
         # once a newer one is in place).
         if before:
             assert after and after[-1][0] >= before[-1][0]
-        start = time.time()
     assert any(code == -signal.SIGKILL for code, _ in history), history
     final = subprocess.run(
         command(output_dir), env=environment(), capture_output=True, timeout=600
@@ -135,18 +134,18 @@ def test_sigkill_at_several_points_then_resume(tmp_path):
         backbone_weights(output_dir),
         backbone_weights(reference),
     )
-    if EXACT:
-        assert [loss for _, loss in got] == [loss for _, loss in want]
-        for a, b in zip(got_weights, want_weights):
-            np.testing.assert_array_equal(a, b)
-    else:
-        np.testing.assert_allclose(
-            [loss for _, loss in got],
-            [loss for _, loss in want],
-            rtol=1e-4,
-            atol=1e-6,
-        )
-        for a, b in zip(got_weights, want_weights):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    # Four processes against one: no bit-for-bit promise across processes
+    # (thread scheduling and kernel choice may differ), so a tolerance. A
+    # resume bug (a lost or repeated step, optimizer state not restored)
+    # moves the losses by 1e-2 or more; float32 rounding over 10 steps of a
+    # tiny model stays near 1e-6.
+    np.testing.assert_allclose(
+        [loss for _, loss in got],
+        [loss for _, loss in want],
+        rtol=1e-4,
+        atol=1e-6,
+    )
+    for a, b in zip(got_weights, want_weights):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     names = os.listdir(os.path.join(output_dir, training.CHECKPOINT_DIR))
     assert not [n for n in names if n.startswith(".tmp_")]

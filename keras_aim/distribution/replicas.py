@@ -41,4 +41,10 @@ class ReplicaContext:
         global_count = ops.maximum(self.sum(ops.stop_gradient(count)), 1.0)
         local = total / global_count
         value = self.sum(ops.stop_gradient(total)) / global_count
-        return local + ops.stop_gradient(value * self.value_scale - local)
+        # `value + (local - local)` carries local's gradient and is exactly
+        # `value` (x - x == 0 in IEEE arithmetic), so every replica reports
+        # the same bits. `local + (value - local)` rounds differently on each
+        # replica, since `local` differs: one ulp apart across processes.
+        return ops.stop_gradient(value * self.value_scale) + (
+            local - ops.stop_gradient(local)
+        )

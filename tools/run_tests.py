@@ -1,11 +1,16 @@
-"""Runs lint and the whole test suite once per Keras backend.
+"""Runs lint and the test suite once per Keras backend, in tiers.
 
-Usage: python tests/run_all_backends.py [--backends jax,torch,tensorflow]
-       [--workers N] [--run-slow] [extra pytest args]
+Usage: python tools/run_tests.py [--all] [--backends jax,torch,tensorflow]
+       [--workers N] [--no-lint] [-- extra pytest args]
+
+- default (`make test`): lint, every fast test on every backend, and each
+  test marked `large` once, on the backend it is about (`--run_large=once`).
+- `--all` (`make test-all`, CI): everything on every backend, `large` and
+  `extra_large` included.
 
 Each backend runs in its own process (KERAS_BACKEND is read at import).
-Prints a per-backend table and a closing "N passed, N failed" line; exits
-non-zero if lint or any backend failed.
+Prints the 15 slowest tests per backend, a per-backend table and a closing
+"N passed, N failed" line; exits non-zero if lint or any backend failed.
 """
 
 import argparse
@@ -16,7 +21,7 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LINT_PATHS = ["keras_aim", "tests", "examples", "benchmarks"]
+LINT_PATHS = ["keras_aim", "tests", "tools", "examples", "benchmarks"]
 COUNT = re.compile(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed)")
 
 
@@ -30,12 +35,19 @@ def run_lint():
     return ok
 
 
-def run_backend(backend, workers, extra):
+def tier_options(run_all):
+    if run_all:
+        return ["--run_large=all", "--run_extra_large"]
+    return ["--run_large=once"]
+
+
+def run_backend(backend, workers, options):
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
     command = [sys.executable, "-m", "pytest", "tests", "-q", "-ra"]
+    command += ["--durations=15", "--durations-min=1.0"]
     if workers > 1:
         command += ["-n", str(workers), "--dist", "loadfile"]
-    command += extra
+    command += options
     print(
         f"\n===== KERAS_BACKEND={backend}: {' '.join(command[2:])}", flush=True
     )
@@ -60,12 +72,20 @@ def main():
     parser.add_argument("--backends", default="jax,torch,tensorflow")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--no-lint", action="store_true")
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        help="every tier on every backend (large and extra_large included)",
+    )
     args, extra = parser.parse_known_args()
+    extra = [a for a in extra if a != "--"]
 
+    start = time.time()
     lint_ok = True if args.no_lint else run_lint()
     results = {}
+    options = tier_options(args.all) + extra
     for backend in args.backends.split(","):
-        results[backend] = run_backend(backend, args.workers, extra)
+        results[backend] = run_backend(backend, args.workers, options)
 
     print("\n===== per-backend results")
     print(
@@ -83,6 +103,8 @@ def main():
             totals[key] += counts[key]
         ok = ok and code == 0
     print(f"lint: {'ok' if lint_ok else 'FAILED'}")
+    tier = "all tiers" if args.all else "fast + large once"
+    print(f"wall time: {time.time() - start:.0f} s ({tier})")
     failed = totals["failed"] + totals["errors"] + (0 if lint_ok else 1)
     print(
         f"{totals['passed']} passed, {failed} failed, "
