@@ -1,6 +1,6 @@
 """Peak memory of loading and converting a released AIM checkpoint.
 
-`keras_aim.conversion` streams a checkpoint into a Keras model one tensor
+`keras_aim.convert` streams a checkpoint into a Keras model one tensor
 at a time, so its peak memory should stay near ONE copy of the model (one
 bfloat16 copy when `dtype="bfloat16"`, with no float32 copy). This script
 writes a random checkpoint in the released hub layout (`config.json` +
@@ -203,7 +203,7 @@ def _parse_args(argv=None):
             )
     if args.preset_size is not None:
         sys.path.insert(0, REPO)
-        from keras_aim.presets import PRESETS
+        from keras_aim.models.aim.aim_presets import PRESETS
 
         if args.preset_size not in PRESETS:
             parser.error(
@@ -398,7 +398,7 @@ def run_worker(case, folder, workdir):
     elif case == "naive_f32":
         from safetensors.numpy import load_file
 
-        from keras_aim import conversion
+        from keras_aim import convert as conversion
 
         path = os.path.join(folder, conversion.HUB_WEIGHTS_FILE)
         try:

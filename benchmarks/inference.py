@@ -66,7 +66,7 @@ FLAGS = flags.FLAGS
 def architecture():
     if FLAGS.preset:
         sys.path.insert(0, bench_utils.ROOT)
-        from keras_aim.presets import PRESETS
+        from keras_aim.models.aim.aim_presets import PRESETS
 
         arch = PRESETS[FLAGS.preset]["backbone"]
         return dict(

@@ -32,7 +32,7 @@ from absl import flags
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from keras_aim.presets import PRESETS  # noqa: E402
+from keras_aim.models.aim.aim_presets import PRESETS  # noqa: E402
 
 
 def define_flags():

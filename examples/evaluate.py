@@ -63,7 +63,7 @@ def run(
     import keras_aim
     from keras_aim import data
     from keras_aim import probing
-    from keras_aim.preprocessing import default_image_converter
+    from keras_aim.models.aim.aim_image_converter import default_image_converter
 
     if not preset:
         raise ValueError("--preset is required (a classifier preset).")

@@ -29,7 +29,7 @@ def build_backbone(image_shape, preset=None, **architecture):
         preset: a preset name or folder (weights not loaded), or `None`.
         **architecture: `AIMBackbone` arguments, used without a preset.
     """
-    from keras_aim.models.backbone import AIMBackbone
+    from keras_aim.models.aim.aim_backbone import AIMBackbone
 
     if preset:
         return AIMBackbone.from_preset(
@@ -177,8 +177,8 @@ def load_backbone(preset, image_size=None):
     the release's transform at its own input size.
     """
     import keras_aim
-    from keras_aim.preprocessing import default_image_converter
-    from keras_aim.preprocessing import load_image_converter
+    from keras_aim.models.aim.aim_image_converter import default_image_converter
+    from keras_aim.models.aim.aim_image_converter import load_image_converter
 
     if not preset:
         raise ValueError("--preset is required (a name, a preset or a folder).")
@@ -209,7 +209,7 @@ def split_for(dataset, wanted):
 
 def write_metrics(output_dir, metrics, class_names, title):
     """Writes `metrics.json` and `confusion.png`; returns the JSON dict."""
-    from keras_aim import plots
+    from keras_aim.utils import plots
 
     confusion = metrics.pop("confusion")
     path = os.path.join(output_dir, "confusion.png")
@@ -254,8 +254,8 @@ def probe_against_twin(
         The results dict, or `None` when `source` has no labels to probe.
     """
     import keras_aim
-    from keras_aim import plots
     from keras_aim import probing
+    from keras_aim.utils import plots
 
     if source not in ("digits", "photos"):
         print(f"No attentive probe: {source!r} is not a built-in labelled set.")

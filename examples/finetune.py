@@ -81,7 +81,7 @@ def run(
     import keras_aim
     from keras_aim import data
     from keras_aim import probing
-    from keras_aim.validation import positive_int
+    from keras_aim.utils.validation import positive_int
 
     output_dir = example_utils.output_folder(output_dir)
     lora_rank = positive_int(lora_rank, "--lora_rank", minimum=0)

@@ -301,7 +301,7 @@ def _run_locked(config, output_dir, overrides, callbacks):
     )
     arch = config
     if config["preset"]:
-        from keras_aim.presets import PRESETS
+        from keras_aim.models.aim.aim_presets import PRESETS
 
         arch = PRESETS[config["preset"]]["backbone"]
     spread.check_config(
@@ -432,7 +432,7 @@ def _run_locked(config, output_dir, overrides, callbacks):
 def build_pretrainer(config, image_size, total_steps, peak):
     """The backbone and the compiled pretrainer of a run's settings."""
     from keras_aim import optimizers
-    from keras_aim.models.pretrainer import AIMPretrainer
+    from keras_aim.models.aim.aim_pretrainer import AIMPretrainer
 
     backbone = example_utils.build_backbone(
         (image_size, image_size, 3),
@@ -480,9 +480,9 @@ def write_report(
     Returns:
         `{"loss_plot": path, "reconstructions": path, "backbone": path}`.
     """
-    from keras_aim import plots
     from keras_aim import training
     from keras_aim.callbacks import ReconstructionGrid
+    from keras_aim.utils import plots
 
     files = {
         "loss_plot": plots.plot_loss_curve(

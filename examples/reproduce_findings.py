@@ -190,7 +190,7 @@ def _positive(value, name):
 def _sizes(config):
     """`[{"name", architecture...}]` from `--preset` names or `--widths`."""
     if config["preset"]:
-        from keras_aim.presets import PRESETS
+        from keras_aim.models.aim.aim_presets import PRESETS
 
         names = config["preset"]
         if isinstance(names, str):
@@ -261,7 +261,7 @@ def build_models(config, run):
     import keras
 
     from keras_aim import optimizers
-    from keras_aim.models.pretrainer import AIMPretrainer
+    from keras_aim.models.aim.aim_pretrainer import AIMPretrainer
 
     keras.utils.set_random_seed(run["seed"])
     size = run["size"]
@@ -306,7 +306,7 @@ def held_out_images(config):
 def probe_splits(config, backbone, seed):
     """The labelled train and test splits, read as `probe_accuracy` does."""
     from keras_aim.data.labelled import labelled_images
-    from keras_aim.preprocessing import default_image_converter
+    from keras_aim.models.aim.aim_image_converter import default_image_converter
 
     converter = default_image_converter(backbone.image_shape)
     return [
@@ -323,7 +323,7 @@ def execute_run(config, run, held_out, folder):
 
     from keras_aim import data
     from keras_aim import training
-    from keras_aim.repeated_probe import RepeatedProbe
+    from keras_aim.probing.repeated import RepeatedProbe
 
     backbone, pretrainer = build_models(config, run)
     dataset = functools.partial(
@@ -410,7 +410,7 @@ def run_study(config, progress=print):
     """Runs (or reuses) every run; returns `{name: result}`."""
     import shutil
 
-    from keras_aim.io_utils import write_json
+    from keras_aim.utils.io_utils import write_json
 
     runs = planned_runs(config)
     held_out = None
@@ -767,7 +767,7 @@ def write_markdown(path, findings, seconds):
 
 def write_plots(output_dir, findings):
     """The three figures; returns their paths."""
-    from keras_aim.plots import plot_points
+    from keras_aim.utils.plots import plot_points
 
     capacity = findings["capacity"]
     files = {}
@@ -818,7 +818,7 @@ def write_plots(output_dir, findings):
 def run(progress=print, **overrides):
     """Runs the study; returns `findings` (what `findings.json` holds)."""
     from keras_aim import training
-    from keras_aim.io_utils import write_json
+    from keras_aim.utils.io_utils import write_json
 
     config = study_config(**overrides)
     output_dir = training.prepare_output_dir(config["output_dir"])

@@ -11,13 +11,16 @@ from keras_aim import data
 from keras_aim import layers
 from keras_aim import losses
 from keras_aim import optimizers
-from keras_aim import orders
-from keras_aim.models.backbone import AIMBackbone
-from keras_aim.models.classifier import AIMImageClassifier
-from keras_aim.models.pretrainer import AIMPretrainer
-from keras_aim.preprocessing import AIMImageConverter
-from keras_aim.presets import PRESETS
+from keras_aim.layers import token_orders as orders
+from keras_aim.models.aim.aim_backbone import AIMBackbone
+from keras_aim.models.aim.aim_image_classifier import AIMImageClassifier
+from keras_aim.models.aim.aim_image_converter import AIMImageConverter
+from keras_aim.models.aim.aim_presets import PRESETS
+from keras_aim.models.aim.aim_pretrainer import AIMPretrainer
+from keras_aim.utils import deprecated_paths
 from keras_aim.version import __version__
+
+deprecated_paths.install()
 
 __all__ = [
     "AIMBackbone",

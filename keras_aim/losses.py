@@ -6,7 +6,7 @@ from keras import ops
 
 from keras_aim.layers.patchify import Unpatchify
 from keras_aim.layers.patchify import patchify
-from keras_aim.validation import check_prefix_lengths
+from keras_aim.utils.validation import check_prefix_lengths
 
 TARGET_NORM_EPSILON = 1e-6
 
@@ -55,7 +55,7 @@ def next_patch_targets(
         normalize_targets: bool, normalise each patch by its mean and
             unbiased variance. Defaults to `True`.
         token_order: optional int `(N,)` permutation of the raster patch
-            indices (see `keras_aim.orders.token_order`).
+            indices (see `keras_aim.layers.token_orders.token_order`).
 
     Returns:
         `(B, N, p * p * C)` float32 target patches in sequence order.

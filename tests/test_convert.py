@@ -13,11 +13,11 @@ import keras
 import numpy as np
 import pytest
 
-from keras_aim import conversion
 from keras_aim import convert
-from keras_aim.conversion.loader import ReleasedCheckpointLoader
-from keras_aim.models.backbone import AIMBackbone
-from keras_aim.models.classifier import AIMImageClassifier
+from keras_aim import convert as conversion
+from keras_aim.convert.loaders import ReleasedCheckpointLoader
+from keras_aim.models.aim.aim_backbone import AIMBackbone
+from keras_aim.models.aim.aim_image_classifier import AIMImageClassifier
 from tests import reference as ref
 
 pytest.importorskip("safetensors")

@@ -20,7 +20,7 @@ pytest.importorskip("sklearn")
 pytest.importorskip("skimage")
 
 from keras_aim import data  # noqa: E402
-from keras_aim.preprocessing import AIMImageConverter  # noqa: E402
+from keras_aim.models.aim.aim_image_converter import AIMImageConverter  # noqa: E402
 
 MEAN = np.array([0.485, 0.456, 0.406])
 STD = np.array([0.229, 0.224, 0.225])
@@ -193,7 +193,7 @@ def test_digits_pipeline_shapes_and_determinism():
 
 def test_digits_pipeline_shifts_the_train_digits():
     images, _ = data.load_digits_images(16)
-    train = images[data._digits_split(len(images), "train", 0.3)]
+    train = images[data.digits_split_indices(len(images), "train", 0.3)]
     dataset = data.pretraining_dataset(
         "digits", batch_size=6, shuffle=False, repeat=False
     )
@@ -220,7 +220,7 @@ def test_photos_pipeline_crops_come_from_train_regions():
         horizontal_flip=False,
         crops_per_image=2,
     )
-    photos = data._resized_photos(32)
+    photos = data.resized_photos(32)
     crops = denormalize(np.concatenate(take(dataset, 2)))
     for i, crop in enumerate(crops):
         photo = photos[i // 2]
@@ -299,8 +299,8 @@ def test_digits_probe_split():
     test_x, test_y = data.probe_dataset("digits", "test")
     assert train_x.shape == (1258, 16, 16, 3) and test_x.shape[0] == 539
     assert train_y.dtype == np.int32 and train_x.dtype == np.float32
-    train_index = data._digits_split(1797, "train", 0.3)
-    test_index = data._digits_split(1797, "test", 0.3)
+    train_index = data.digits_split_indices(1797, "train", 0.3)
+    test_index = data.digits_split_indices(1797, "test", 0.3)
     assert not set(train_index) & set(test_index)
     assert len(set(train_index) | set(test_index)) == 1797
     images, labels = data.load_digits_images(16)
@@ -316,7 +316,7 @@ def test_photo_probe_regions_are_disjoint():
     kwargs = dict(image_size=32, crops_per_image=16, seed=0)
     train_labels, train_boxes = data.photo_crop_boxes("train", **kwargs)
     test_labels, test_boxes = data.photo_crop_boxes("test", **kwargs)
-    photos = data._resized_photos(128)
+    photos = data.resized_photos(128)
     for label, photo in enumerate(photos):
         height, width = photo.shape[:2]
         train = train_boxes[train_labels == label]

@@ -16,8 +16,8 @@ from scipy import stats
 import keras_aim
 from keras_aim import probing
 from keras_aim.data.labelled import labelled_images
-from keras_aim.preprocessing import default_image_converter
-from keras_aim.repeated_probe import RepeatedProbe
+from keras_aim.models.aim.aim_image_converter import default_image_converter
+from keras_aim.probing.repeated import RepeatedProbe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "examples", "reproduce_findings.py")

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from conftest import to_numpy
 
+from keras_aim.layers.token_orders import token_order
 from keras_aim.losses import next_patch_pixel_loss
 from keras_aim.losses import next_patch_targets
 from keras_aim.losses import normalize_patches
-from keras_aim.orders import token_order
 
 P = 4  # patch size
 B, H, W, C = 3, 12, 16, 2  # 3 x 4 = 12 patches of 32 values

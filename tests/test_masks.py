@@ -7,7 +7,7 @@ from conftest import to_numpy
 
 import keras_aim
 from keras_aim.layers.masks import prefix_causal_mask
-from keras_aim.orders import token_order
+from keras_aim.layers.token_orders import token_order
 
 P, GRID = 4, 4
 N = GRID * GRID

@@ -195,8 +195,8 @@ def np_adamw(values, grads, steps, lr, scales, decays, amsgrad=False):
 @pytest.mark.parametrize("amsgrad", [False, True])
 @pytest.mark.parametrize("layer_decay", [False, True])
 def test_update_matches_numpy_adamw(layer_decay, amsgrad):
-    # On torch this is keras_aim.torch_adamw's in-place update; elsewhere
-    # Keras' own update_step.
+    # On torch this is keras_aim.optimizers.torch_adamw's in-place update;
+    # elsewhere Keras' own update_step.
     rng = np.random.default_rng(0)
     names = ["block_0/kernel", "block_1/kernel", "block_1/bias", "head/k"]
     shapes = [(3, 4), (4, 2), (2,), (5,)]

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from keras_aim.orders import TOKEN_ORDERS
-from keras_aim.orders import token_order
+from keras_aim.layers.token_orders import TOKEN_ORDERS
+from keras_aim.layers.token_orders import token_order
 
 GRIDS = [(1, 1), (1, 5), (4, 1), (2, 3), (3, 3), (4, 4), (5, 7), (7, 4)]
 

@@ -1,4 +1,5 @@
-"""Tests for keras_aim.preprocessing (AIMImageConverter), on every backend.
+"""Tests for AIMImageConverter (keras_aim.models.aim.aim_image_converter),
+on every backend.
 
 Resizing is checked against two independent implementations:
 - PIL's bicubic resize (Keys cubic, a = -0.5, support widened when
@@ -20,8 +21,8 @@ from conftest import to_numpy
 from harness import run_layer_test
 from PIL import Image
 
-from keras_aim.preprocessing import AIMImageConverter
-from keras_aim.preprocessing import load_image_converter
+from keras_aim.models.aim.aim_image_converter import AIMImageConverter
+from keras_aim.models.aim.aim_image_converter import load_image_converter
 
 MEAN = np.array([0.485, 0.456, 0.406])
 STD = np.array([0.229, 0.224, 0.225])
@@ -269,7 +270,7 @@ def test_bad_inputs():
 def test_default_image_converter_matches_the_model_input(
     image_shape, resize, crop
 ):
-    from keras_aim.preprocessing import default_image_converter
+    from keras_aim.models.aim.aim_image_converter import default_image_converter
 
     converter = default_image_converter(image_shape)
     config = converter.get_config()

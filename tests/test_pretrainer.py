@@ -17,10 +17,10 @@ from test_losses import np_unpatchify
 
 import keras_aim
 from keras_aim.layers.pixel_head import AIMPixelHead
-from keras_aim.models.pretrainer import AIMPretrainer
+from keras_aim.layers.token_orders import token_order
+from keras_aim.models.aim.aim_pretrainer import AIMPretrainer
 from keras_aim.optimizers import PretrainingAdamW
 from keras_aim.optimizers import pretraining_optimizer
-from keras_aim.orders import token_order
 
 P, SIZE, GRID = 4, 16, 4
 N = GRID * GRID
@@ -440,11 +440,9 @@ def test_docstring_examples_run(module_name):
 
 
 @pytest.mark.slow
-def test_pretrainer_docstring_example_runs(monkeypatch):
-    from keras_aim.models import pretrainer
+def test_pretrainer_docstring_example_runs():
+    from keras_aim.models.aim import aim_pretrainer as pretrainer
 
-    # Until the package exports it at the top level.
-    monkeypatch.setattr(keras_aim, "AIMPretrainer", AIMPretrainer, False)
     globs = dict(keras=keras, np=np, keras_aim=keras_aim)
     result = doctest.testmod(pretrainer, extraglobs=globs)
     assert result.attempted > 0 and result.failed == 0

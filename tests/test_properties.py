@@ -15,10 +15,10 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 import keras_aim
-from keras_aim import conversion
+from keras_aim import convert as conversion
 from keras_aim import layers
-from keras_aim.orders import TOKEN_ORDERS
-from keras_aim.orders import token_order
+from keras_aim.layers.token_orders import TOKEN_ORDERS
+from keras_aim.layers.token_orders import token_order
 
 SOME = settings(
     max_examples=30,
@@ -109,7 +109,7 @@ def test_config_round_trips_of_random_valid_configs(config):
     assert clone.count_params() == backbone.count_params()
     assert (
         backbone.count_params()
-        == keras_aim.validation.backbone_parameter_count(
+        == keras_aim.utils.validation.backbone_parameter_count(
             p,
             backbone.hidden_dim,
             config["num_layers"],

@@ -28,8 +28,8 @@ from hypothesis import strategies as st
 
 import keras_aim
 from keras_aim import training
-from keras_aim import validation
 from keras_aim.training import checkpoints as run_checkpoints
+from keras_aim.utils import validation
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "examples"))
@@ -450,7 +450,7 @@ def test_non_float_and_non_finite_checkpoint_tensors_are_refused():
         (np.where(backbone_sd[key] > 0, np.inf, 0.0), "NaN or infinite"),
     ):
         with pytest.raises(ValueError, match=match) as info:
-            keras_aim.conversion.load_released_weights(
+            keras_aim.convert.load_released_weights(
                 model, {**backbone_sd, key: bad.astype(bad.dtype)}
             )
         assert key in str(info.value)
@@ -462,7 +462,7 @@ def test_non_float_and_non_finite_checkpoint_tensors_are_refused():
 def test_released_files_are_checked_against_the_published_sha256(
     tmp_path, monkeypatch
 ):
-    from keras_aim.conversion import loader
+    from keras_aim.convert import loader
 
     fake = tmp_path / "aim_600m_2bimgs_attnprobe_backbone.pth"
     fake.write_bytes(os.urandom(1000))

@@ -101,22 +101,9 @@ def import_graph(package_dir):
 def test_no_import_cycles():
     graph = import_graph(PACKAGE)
     assert len(graph) > 30
-    assert "keras_aim.preset_utils" in graph["keras_aim.models.base"]
+    assert "keras_aim.utils.preset_utils" in graph["keras_aim.models.base"]
     cycle = find_cycle(graph)
     assert cycle is None, " -> ".join(cycle)
-
-
-def test_loaders_and_the_preset_table_never_import_models():
-    graph = import_graph(PACKAGE)
-    assert graph["keras_aim.presets"] == set()
-    for name in (
-        "keras_aim.preset_utils",
-        "keras_aim.conversion.loader",
-        "keras_aim.conversion.released",
-        "keras_aim.conversion.readers",
-    ):
-        models = {m for m in graph[name] if m.startswith("keras_aim.models")}
-        assert not models, (name, models)
 
 
 def write_package(root, files):
@@ -227,3 +214,155 @@ def test_the_flag_check_finds_module_level_definitions(tmp_path):
         "    define_flags()\n"
     )
     assert module_level_flag_definitions(str(path)) == [2]
+
+
+# --- The map of the package (docs/architecture.md) ---------------------------
+
+# What may sit at the top of the package; everything else lives in a folder.
+TOP_LEVEL_MODULES = {"__init__.py", "losses.py", "version.py"}
+TOP_LEVEL_FOLDERS = {
+    "callbacks",
+    "convert",
+    "data",
+    "distribution",
+    "export",
+    "layers",
+    "models",
+    "optimizers",
+    "probing",
+    "training",
+    "utils",
+}
+# The modules that define model classes: the loaders, readers and preset
+# tables must never reach them (a loader gets the class to build).
+MODEL_CLASS_MODULES = {
+    "keras_aim.models.base",
+    "keras_aim.models.backbone",
+    "keras_aim.models.task",
+}
+MODEL_CLASS_SUFFIXES = ("_backbone", "_image_classifier", "_pretrainer")
+
+
+def package_entries():
+    names = os.listdir(PACKAGE)
+    modules = {n for n in names if n.endswith(".py")}
+    folders = {
+        n
+        for n in names
+        if os.path.isdir(os.path.join(PACKAGE, n)) and not n.startswith("__")
+    }
+    return modules, folders
+
+
+def test_the_top_level_holds_only_the_map():
+    modules, folders = package_entries()
+    assert modules <= TOP_LEVEL_MODULES, sorted(modules - TOP_LEVEL_MODULES)
+    assert folders <= TOP_LEVEL_FOLDERS, sorted(folders - TOP_LEVEL_FOLDERS)
+
+
+def reachable(graph, start):
+    seen, todo = set(), [start]
+    while todo:
+        for target in graph.get(todo.pop(), ()):
+            if target not in seen:
+                seen.add(target)
+                todo.append(target)
+    return seen
+
+
+def is_model_class_module(name):
+    return name in MODEL_CLASS_MODULES or name.endswith(MODEL_CLASS_SUFFIXES)
+
+
+def test_loaders_and_preset_tables_never_reach_the_model_classes():
+    graph = import_graph(PACKAGE)
+    families = family_folders()
+    assert families, "no model family folder"
+    starts = [
+        "keras_aim.utils.preset_utils",
+        "keras_aim.convert.loaders",
+        "keras_aim.convert.readers",
+        *[f"keras_aim.models.{f}.{f}_presets" for f in families],
+        *[f"keras_aim.models.{f}.{f}_layout" for f in families],
+    ]
+    for name in starts:
+        assert name in graph, name
+        models = {m for m in reachable(graph, name) if is_model_class_module(m)}
+        assert not models, (name, sorted(models))
+
+
+def family_folders():
+    folder = os.path.join(PACKAGE, "models")
+    return sorted(
+        n
+        for n in os.listdir(folder)
+        if os.path.isdir(os.path.join(folder, n)) and not n.startswith("__")
+    )
+
+
+def test_every_family_folder_has_the_keras_hub_files():
+    for family in family_folders():
+        names = set(os.listdir(os.path.join(PACKAGE, "models", family)))
+        for role in ("backbone", "presets"):
+            assert f"{family}_{role}.py" in names, (family, role)
+
+
+def callback_classes(path):
+    """Names of the classes in `path` that subclass a `...Callback`."""
+    with open(path) as f:
+        tree = ast.parse(f.read(), path)
+    found = []
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef):
+            for base in node.bases:
+                name = getattr(base, "attr", getattr(base, "id", ""))
+                if name.endswith("Callback"):
+                    found.append(node.name)
+    return found
+
+
+def test_every_callback_has_its_own_file_and_test():
+    folder = os.path.join(PACKAGE, "callbacks")
+    files = [n for n in os.listdir(folder) if n.endswith(".py")]
+    checked = 0
+    for name in sorted(files):
+        classes = callback_classes(os.path.join(folder, name))
+        if name == "__init__.py":
+            assert classes == []
+            continue
+        assert len(classes) == 1, (name, classes)
+        test = os.path.join(ROOT, "tests", f"test_{name}")
+        assert os.path.exists(test), f"{name} has no tests/test_{name}"
+        with open(test) as f:
+            assert classes[0] in f.read(), (test, classes[0])
+        checked += 1
+    assert checked >= 3
+    # No callback class anywhere else in the package.
+    for module, path in module_files(PACKAGE).items():
+        if not module.startswith("keras_aim.callbacks"):
+            assert callback_classes(path) == [], module
+
+
+def test_examples_stay_readable():
+    too_long = {}
+    for folder, _, names in os.walk(os.path.join(ROOT, "examples")):
+        for name in names:
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                with open(path) as f:
+                    count = sum(1 for _ in f)
+                if count > MAX_LINES:
+                    too_long[os.path.relpath(path, ROOT)] = count
+    assert not too_long, too_long
+
+
+def test_the_map_checks_can_fail(tmp_path):
+    loose = tmp_path / "pkg"
+    loose.mkdir()
+    (loose / "callback.py").write_text(
+        "import keras\nclass A(keras.callbacks.Callback):\n    pass\n"
+        "class B(keras.callbacks.Callback):\n    pass\n"
+    )
+    assert callback_classes(str(loose / "callback.py")) == ["A", "B"]
+    graph = {"a": {"b"}, "b": {"keras_aim.models.aim.aim_backbone"}}
+    assert any(is_model_class_module(m) for m in reachable(graph, "a"))

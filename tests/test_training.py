@@ -16,8 +16,8 @@ import pytest
 from keras.src import backend as keras_backend
 
 import keras_aim
+from keras_aim import callbacks as run_callbacks
 from keras_aim import training
-from keras_aim.training import callbacks as run_callbacks
 
 
 def tiny_pretrainer(seed=0):
@@ -197,25 +197,3 @@ def test_partial_checkpoints_are_ignored_and_pruned(tmp_path):
     )
     with pytest.raises(training.SettingsError, match="a: 1 -> 2"):
         manager.restore(model, fingerprint={"a": 2})
-
-
-def test_reconstruction_grid_in_a_plain_fit(tmp_path):
-    pretrainer = tiny_pretrainer()
-    images, _ = keras_aim.data.probe_dataset("digits", "test")
-    grid = keras_aim.callbacks.ReconstructionGrid(
-        images[:4], str(tmp_path / "grid_{epoch}_{step}.png"), every=2
-    )
-    pretrainer.fit(
-        digits(), epochs=4, steps_per_epoch=2, callbacks=[grid], verbose=0
-    )
-    names = sorted(os.listdir(tmp_path))
-    assert names == ["grid_2_4.png", "grid_4_8.png"]
-    for name in names:
-        with open(tmp_path / name, "rb") as f:
-            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-    with pytest.raises(ValueError, match="AIMPretrainer"):
-        grid.set_model(tiny_sequential())
-    with pytest.raises(ValueError, match="float batch"):
-        keras_aim.callbacks.ReconstructionGrid(
-            np.zeros((2, 16, 16, 3), "uint8"), "x.png"
-        )

@@ -24,8 +24,6 @@ Randomness is stateless and derived from `seed` and the element's position
 in the stream, so a pipeline gives the same batches for the same seed.
 """
 
-from keras_aim.data._common import SPLITS
-from keras_aim.data._common import TEST_FRACTION
 from keras_aim.data.augment import CROP_MODES
 from keras_aim.data.augment import evaluation_transform
 from keras_aim.data.augment import normalize
@@ -37,12 +35,16 @@ from keras_aim.data.augment import random_shift
 from keras_aim.data.builtin import SKIMAGE_PHOTOS
 from keras_aim.data.builtin import SKLEARN_PHOTOS
 from keras_aim.data.builtin import SPLIT_SEED
-from keras_aim.data.builtin import _digits_split as _digits_split
-from keras_aim.data.builtin import _resized_photos as _resized_photos
+from keras_aim.data.builtin import digits_split_indices
 from keras_aim.data.builtin import load_digits_images
 from keras_aim.data.builtin import load_sample_photos
 from keras_aim.data.builtin import photo_crop_boxes
 from keras_aim.data.builtin import photo_region
+from keras_aim.data.builtin import resized_photos
+from keras_aim.data.common import DEFAULT_IMAGE_SIZES
+from keras_aim.data.common import SPLITS
+from keras_aim.data.common import TEST_FRACTION
+from keras_aim.data.common import default_image_size
 from keras_aim.data.evaluation import evaluation_dataset
 from keras_aim.data.labelled import LabelledImages
 from keras_aim.data.labelled import labelled_images
@@ -52,6 +54,10 @@ from keras_aim.data.sources import IMAGE_EXTENSIONS
 from keras_aim.data.sources import list_image_files
 
 __all__ = [
+    "DEFAULT_IMAGE_SIZES",
+    "default_image_size",
+    "digits_split_indices",
+    "resized_photos",
     "CROP_MODES",
     "IMAGE_EXTENSIONS",
     "LabelledImages",

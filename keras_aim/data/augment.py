@@ -7,13 +7,13 @@ import math
 
 import numpy as np
 
-from keras_aim.data._common import _check_range
-from keras_aim.data._common import _image_size
-from keras_aim.data._common import _seed_pair
-from keras_aim.data._common import _tf
-from keras_aim.preprocessing import IMAGENET_MEAN
-from keras_aim.preprocessing import IMAGENET_STD
-from keras_aim.preprocessing import AIMImageConverter
+from keras_aim.data.common import check_image_size
+from keras_aim.data.common import check_range
+from keras_aim.data.common import import_tensorflow
+from keras_aim.data.common import seed_pair
+from keras_aim.models.aim.aim_image_converter import IMAGENET_MEAN
+from keras_aim.models.aim.aim_image_converter import IMAGENET_STD
+from keras_aim.models.aim.aim_image_converter import AIMImageConverter
 
 CROP_MODES = ("resized_crop", "random_crop", "shift", "resize")
 
@@ -34,7 +34,7 @@ def normalize(image, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     >>> round(float(normalize([[[255.0, 255.0, 255.0]]])[0, 0, 0]), 4)
     2.2489
     """
-    tf = _tf()
+    tf = import_tensorflow()
     image = tf.cast(image, tf.float32) / 255.0
     return (image - tf.constant(mean, tf.float32)) / tf.constant(
         std, tf.float32
@@ -43,7 +43,7 @@ def normalize(image, mean=IMAGENET_MEAN, std=IMAGENET_STD):
 
 def _resize(image, size, interpolation, antialias=True):
     """Resizes a float image and clips the bicubic overshoot to [0, 255]."""
-    tf = _tf()
+    tf = import_tensorflow()
     image = tf.image.resize(
         image, size, method=interpolation, antialias=antialias
     )
@@ -84,12 +84,12 @@ def random_resized_crop(
     >>> tuple(random_resized_crop(image, 16, seed=0).shape)
     (16, 16, 3)
     """
-    tf = _tf()
-    size = _image_size(size, "size")
-    scale = _check_range(scale, "scale")
-    ratio = _check_range(ratio, "ratio")
+    tf = import_tensorflow()
+    size = check_image_size(size, "size")
+    scale = check_range(scale, "scale")
+    ratio = check_range(ratio, "ratio")
     image = tf.cast(image, tf.float32)
-    seeds = tf.random.experimental.stateless_split(_seed_pair(seed), 4)
+    seeds = tf.random.experimental.stateless_split(seed_pair(seed), 4)
     shape = tf.shape(image)
     height, width = shape[0], shape[1]
     h, w = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
@@ -145,12 +145,12 @@ def random_crop(image, size, seed):
     >>> tuple(random_crop(np.zeros((40, 60, 3)), 16, seed=0).shape)
     (16, 16, 3)
     """
-    tf = _tf()
-    height, width = _image_size(size, "size")
+    tf = import_tensorflow()
+    height, width = check_image_size(size, "size")
     image = tf.cast(image, tf.float32)
     channels = tf.shape(image)[-1]
     return tf.image.stateless_random_crop(
-        image, tf.stack([height, width, channels]), seed=_seed_pair(seed)
+        image, tf.stack([height, width, channels]), seed=seed_pair(seed)
     )
 
 
@@ -177,7 +177,7 @@ def random_shift(image, max_shift, seed, fill_value=0.0):
     >>> tuple(random_shift(np.zeros((16, 16, 3)), 2, seed=0).shape)
     (16, 16, 3)
     """
-    tf = _tf()
+    tf = import_tensorflow()
     if not isinstance(max_shift, (int, np.integer)) or max_shift < 0:
         raise ValueError(
             "`max_shift` must be an int >= 0. "
@@ -189,12 +189,12 @@ def random_shift(image, max_shift, seed, fill_value=0.0):
     pad = [[max_shift, max_shift], [max_shift, max_shift], [0, 0]]
     padded = tf.pad(image, pad, constant_values=fill_value)
     return tf.image.stateless_random_crop(
-        padded, tf.shape(image), seed=_seed_pair(seed)
+        padded, tf.shape(image), seed=seed_pair(seed)
     )
 
 
 def _grayscale(image):
-    tf = _tf()
+    tf = import_tensorflow()
     weights = tf.constant([0.299, 0.587, 0.114], tf.float32)
     return tf.reduce_sum(image * weights, axis=-1, keepdims=True)
 
@@ -237,7 +237,7 @@ def random_color_jitter(
     >>> tuple(random_color_jitter(np.zeros((8, 8, 3)), seed=0).shape)
     (8, 8, 3)
     """
-    tf = _tf()
+    tf = import_tensorflow()
     for name, value in (
         ("brightness", brightness),
         ("contrast", contrast),
@@ -247,7 +247,7 @@ def random_color_jitter(
             raise ValueError(f"`{name}` must be >= 0. Received: {value}")
     if not 0 <= hue <= 0.5:
         raise ValueError(f"`hue` must be in [0, 0.5]. Received: hue={hue}")
-    seeds = tf.random.experimental.stateless_split(_seed_pair(seed), 6)
+    seeds = tf.random.experimental.stateless_split(seed_pair(seed), 6)
     image = tf.cast(image, tf.float32) / 255.0
 
     def factor(seed, amount):
@@ -327,14 +327,14 @@ def pretraining_augment(
     >>> tuple(pretraining_augment(image, 16, seed=0).shape)
     (16, 16, 3)
     """
-    tf = _tf()
-    size = _image_size(image_size)
+    tf = import_tensorflow()
+    size = check_image_size(image_size)
     if crop_mode not in CROP_MODES:
         raise ValueError(
             f"`crop_mode` must be one of {CROP_MODES}. "
             f"Received: crop_mode={crop_mode!r}"
         )
-    seeds = tf.random.experimental.stateless_split(_seed_pair(seed), 3)
+    seeds = tf.random.experimental.stateless_split(seed_pair(seed), 3)
     image = tf.cast(image, tf.float32)
     if crop_mode == "resized_crop":
         image = random_resized_crop(

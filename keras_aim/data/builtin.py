@@ -5,14 +5,14 @@ import os
 
 import numpy as np
 
-from keras_aim.data._common import SPLITS
-from keras_aim.data._common import TEST_FRACTION
-from keras_aim.data._common import _check_fraction
-from keras_aim.data._common import _check_split
-from keras_aim.data._common import _image_size
-from keras_aim.data._common import _tf
-from keras_aim.preprocessing import short_side_resize_shape
-from keras_aim.validation import positive_int
+from keras_aim.data.common import SPLITS
+from keras_aim.data.common import TEST_FRACTION
+from keras_aim.data.common import check_fraction
+from keras_aim.data.common import check_image_size
+from keras_aim.data.common import check_split
+from keras_aim.data.common import import_tensorflow
+from keras_aim.models.aim.aim_image_converter import short_side_resize_shape
+from keras_aim.utils.validation import positive_int
 
 SPLIT_SEED = 0
 
@@ -63,14 +63,14 @@ def load_digits_images(image_size=16):
     >>> images.shape, labels[:5].tolist()
     ((1797, 16, 16, 3), [0, 1, 2, 3, 4])
     """
-    size = _image_size(image_size)
+    size = check_image_size(image_size)
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     images = digits.images.astype("float32") * (255.0 / 16.0)
     images = images[..., None]
     if size != (8, 8):
-        tf = _tf()
+        tf = import_tensorflow()
         images = tf.image.resize(
             images, size, method="bicubic", antialias=True
         ).numpy()
@@ -78,7 +78,7 @@ def load_digits_images(image_size=16):
     return np.repeat(images, 3, axis=-1), digits.target.astype("int64")
 
 
-def _digits_split(num_examples, split, test_fraction):
+def digits_split_indices(num_examples, split, test_fraction):
     """Returns the indices of the fixed, seeded digits train/test split."""
     order = np.random.RandomState(SPLIT_SEED).permutation(num_examples)
     num_test = int(round(num_examples * test_fraction))
@@ -95,7 +95,7 @@ def _to_rgb_array(image):
 
 
 @functools.lru_cache(maxsize=1)
-def _sample_photos():
+def sample_photos():
     try:
         import skimage
         import skimage.io
@@ -140,15 +140,15 @@ def load_sample_photos():
     >>> photos[0][0], photos[0][1].shape
     ('astronaut', (512, 512, 3))
     """
-    return [(name, image.copy()) for name, image in _sample_photos()]
+    return [(name, image.copy()) for name, image in sample_photos()]
 
 
 @functools.lru_cache(maxsize=4)
-def _resized_photos(photo_size):
+def resized_photos(photo_size):
     """Returns the photos resized so their short side is `photo_size`."""
-    tf = _tf()
+    tf = import_tensorflow()
     photos = []
-    for _, image in _sample_photos():
+    for _, image in sample_photos():
         height, width = image.shape[:2]
         size = short_side_resize_shape(height, width, photo_size)
         resized = tf.image.resize(image, size, method="bicubic", antialias=True)
@@ -157,7 +157,7 @@ def _resized_photos(photo_size):
     return tuple(photos)
 
 
-def _photo_size(photo_size, image_size):
+def resolve_photo_size(photo_size, image_size):
     if photo_size is None:
         return 4 * max(image_size)
     return positive_int(photo_size, "photo_size")
@@ -180,8 +180,8 @@ def photo_region(width, split, test_fraction=TEST_FRACTION):
     >>> photo_region(100, "train"), photo_region(100, "test")
     ((0, 70), (70, 100))
     """
-    _check_split(split)
-    _check_fraction(test_fraction)
+    check_split(split)
+    check_fraction(test_fraction)
     boundary = int(round(width * (1.0 - test_fraction)))
     return (0, boundary) if split == "train" else (boundary, width)
 
@@ -220,14 +220,14 @@ def photo_crop_boxes(
     >>> labels.shape, boxes.shape
     ((42,), (42, 4))
     """
-    _check_split(split)
-    _check_fraction(test_fraction)
-    size = _image_size(image_size)
+    check_split(split)
+    check_fraction(test_fraction)
+    size = check_image_size(image_size)
     crops_per_image = positive_int(crops_per_image, "crops_per_image")
-    photo_size = _photo_size(photo_size, size)
+    photo_size = resolve_photo_size(photo_size, size)
     rng = np.random.default_rng([int(seed), SPLITS.index(split)])
     labels, boxes = [], []
-    for label, (name, image) in enumerate(_sample_photos()):
+    for label, (name, image) in enumerate(sample_photos()):
         height, width = short_side_resize_shape(*image.shape[:2], photo_size)
         start, stop = photo_region(width, split, test_fraction)
         if stop - start < size[1] or height < size[0]:

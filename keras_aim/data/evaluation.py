@@ -4,17 +4,17 @@ import os
 
 import numpy as np
 
-from keras_aim.data._common import _tf
-from keras_aim.data.sources import _folder_files
-from keras_aim.data.sources import _load_tfds
-from keras_aim.data.sources import _parse_tfds
-from keras_aim.data.sources import _read_image
-from keras_aim.data.sources import _to_rgb
-from keras_aim.data.streams import _batched
-from keras_aim.preprocessing import IMAGENET_MEAN
-from keras_aim.preprocessing import IMAGENET_STD
-from keras_aim.preprocessing import AIMImageConverter
-from keras_aim.validation import positive_int
+from keras_aim.data.common import import_tensorflow
+from keras_aim.data.sources import folder_files
+from keras_aim.data.sources import load_tfds
+from keras_aim.data.sources import parse_tfds
+from keras_aim.data.sources import read_image
+from keras_aim.data.sources import to_rgb
+from keras_aim.data.streams import batch_and_prefetch
+from keras_aim.models.aim.aim_image_converter import IMAGENET_MEAN
+from keras_aim.models.aim.aim_image_converter import IMAGENET_STD
+from keras_aim.models.aim.aim_image_converter import AIMImageConverter
+from keras_aim.utils.validation import positive_int
 
 
 def evaluation_dataset(
@@ -71,7 +71,7 @@ def evaluation_dataset(
     >>> [tuple(x.shape) for x in dataset]
     [(2, 224, 224, 3), (1, 224, 224, 3)]
     """
-    tf = _tf()
+    tf = import_tensorflow()
     batch_size = positive_int(batch_size, "batch_size")
     if image_converter is None:
         if resize_size is not None:
@@ -98,31 +98,31 @@ def evaluation_dataset(
     if isinstance(source, (str, os.PathLike)):
         source = os.fspath(source)
         if source.startswith("tfds:"):
-            name, split = _parse_tfds(source)
-            dataset = _load_tfds(name, split or "test", data_dir)
+            name, split = parse_tfds(source)
+            dataset = load_tfds(name, split or "test", data_dir)
             if labels == "inferred":
                 dataset = dataset.map(
                     lambda ex: (
-                        transform(_to_rgb(ex[image_key])),
+                        transform(to_rgb(ex[image_key])),
                         ex[label_key],
                     )
                 )
             elif labels is None:
                 dataset = dataset.map(
-                    lambda ex: transform(_to_rgb(ex[image_key]))
+                    lambda ex: transform(to_rgb(ex[image_key]))
                 )
             else:
                 raise ValueError(
                     "For a tfds `source`, `labels` must be None or "
                     f"'inferred'. Received: labels={labels!r}"
                 )
-            return _batched(dataset, batch_size, False)
+            return batch_and_prefetch(dataset, batch_size, False)
         if not os.path.isdir(source):
             raise ValueError(
                 "`source` must be an image folder, 'tfds:NAME[:SPLIT]' or "
                 f"an array of images. Received: source={source!r}"
             )
-        files = _folder_files(source)
+        files = folder_files(source)
         if labels == "inferred":
             names = sorted(
                 {os.path.relpath(f, source).split(os.sep)[0] for f in files}
@@ -139,12 +139,12 @@ def evaluation_dataset(
             ]
             dataset = tf.data.Dataset.from_tensor_slices((files, label_values))
             dataset = dataset.map(
-                lambda path, label: (transform(_read_image(path)), label),
+                lambda path, label: (transform(read_image(path)), label),
                 num_parallel_calls=tf.data.AUTOTUNE,
             )
         elif labels is None:
             dataset = tf.data.Dataset.from_tensor_slices(files).map(
-                lambda path: transform(_read_image(path)),
+                lambda path: transform(read_image(path)),
                 num_parallel_calls=tf.data.AUTOTUNE,
             )
         else:
@@ -152,7 +152,7 @@ def evaluation_dataset(
                 "For a folder `source`, `labels` must be None or 'inferred'. "
                 f"Received: labels={labels!r}"
             )
-        return _batched(dataset, batch_size, False)
+        return batch_and_prefetch(dataset, batch_size, False)
     if isinstance(source, np.ndarray) and source.ndim == 4:
         dataset = tf.data.Dataset.from_tensor_slices(source)
         num_images = len(source)
@@ -194,4 +194,4 @@ def evaluation_dataset(
         dataset = tf.data.Dataset.zip(
             (dataset, tf.data.Dataset.from_tensor_slices(labels))
         )
-    return _batched(dataset, batch_size, False)
+    return batch_and_prefetch(dataset, batch_size, False)

@@ -23,20 +23,21 @@ import os
 
 import numpy as np
 
-from keras_aim.data._common import TEST_FRACTION
-from keras_aim.data._common import _check_fraction
-from keras_aim.data._common import _tf
-from keras_aim.data.builtin import _sample_photos
+from keras_aim.data.builtin import sample_photos
+from keras_aim.data.common import RELEASE_IMAGE_SIZE
+from keras_aim.data.common import TEST_FRACTION
+from keras_aim.data.common import check_fraction
+from keras_aim.data.common import import_tensorflow
 from keras_aim.data.pipelines import probe_dataset
-from keras_aim.data.sources import _load_tfds
-from keras_aim.data.sources import _parse_tfds
-from keras_aim.data.sources import _to_rgb
 from keras_aim.data.sources import find_undecodable
 from keras_aim.data.sources import list_image_files
+from keras_aim.data.sources import load_tfds
+from keras_aim.data.sources import parse_tfds
 from keras_aim.data.sources import readable_files
+from keras_aim.data.sources import to_rgb
 from keras_aim.data.sources import warn_skipped
-from keras_aim.preprocessing import AIMImageConverter
-from keras_aim.preprocessing import default_image_converter
+from keras_aim.models.aim.aim_image_converter import AIMImageConverter
+from keras_aim.models.aim.aim_image_converter import default_image_converter
 
 LABELLED_SPLITS = ("train", "test", "all")
 TEST_FOLDERS = ("val", "validation", "test")
@@ -74,7 +75,7 @@ class LabelledImages:
 
     def batches(self, batch_size):
         """The dataset in batches, order kept, with prefetching."""
-        tf = _tf()
+        tf = import_tensorflow()
         return self.dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
     def to_arrays(self):
@@ -145,7 +146,7 @@ def labelled_images(
         raise ValueError(
             f"`split` must be one of {LABELLED_SPLITS}; got split={split!r}."
         )
-    _check_fraction(test_fraction)
+    check_fraction(test_fraction)
     if image_converter is not None and not isinstance(
         image_converter, AIMImageConverter
     ):
@@ -169,7 +170,7 @@ def labelled_images(
             )
         return _builtin(source, split, image_size, seed, crops_per_image)
     if image_converter is None:
-        size = image_size or 224
+        size = image_size or RELEASE_IMAGE_SIZE
         image_converter = default_image_converter((size, size, 3))
     if source.startswith("tfds:"):
         return _tfds(
@@ -184,11 +185,11 @@ def labelled_images(
 
 
 def _builtin(source, split, image_size, seed, crops_per_image):
-    tf = _tf()
+    tf = import_tensorflow()
     kwargs = {"image_size": image_size, "seed": seed}
     if source == "photos":
         kwargs["crops_per_image"] = crops_per_image
-        names = [name for name, _ in _sample_photos()]
+        names = [name for name, _ in sample_photos()]
     else:
         names = [str(i) for i in range(10)]
     images, labels = probe_dataset(source, split, **kwargs)
@@ -267,7 +268,7 @@ def _folder_split(folder, split, seed, test_fraction):
 
 
 def _folder(folder, split, converter, seed, test_fraction):
-    tf = _tf()
+    tf = import_tensorflow()
     files, labels, names = _folder_split(folder, split, seed, test_fraction)
     label_of = dict(zip(files, labels))
     kept, skipped = readable_files(files, f"images in {folder!r}")
@@ -302,8 +303,8 @@ def _folder(folder, split, converter, seed, test_fraction):
 
 
 def _tfds(source, split, converter, data_dir, image_key, label_key):
-    tf = _tf()
-    name, given = _parse_tfds(source)
+    tf = import_tensorflow()
+    name, given = parse_tfds(source)
     if split == "train":
         candidates = ["train"]
     else:
@@ -311,7 +312,7 @@ def _tfds(source, split, converter, data_dir, image_key, label_key):
     error = None
     for tfds_split in candidates:
         try:
-            dataset = _load_tfds(name, tfds_split, data_dir)
+            dataset = load_tfds(name, tfds_split, data_dir)
             break
         except ValueError as e:
             error = e
@@ -326,7 +327,7 @@ def _tfds(source, split, converter, data_dir, image_key, label_key):
         names = [str(i) for i in range(int(feature.num_classes))]
     dataset = dataset.map(
         lambda example: (
-            converter.tf_transform(_to_rgb(example[image_key])),
+            converter.tf_transform(to_rgb(example[image_key])),
             tf.cast(example[label_key], tf.int32),
         ),
         num_parallel_calls=tf.data.AUTOTUNE,

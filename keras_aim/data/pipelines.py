@@ -5,30 +5,32 @@ import os
 
 import numpy as np
 
-from keras_aim.data._common import TEST_FRACTION
-from keras_aim.data._common import _check_fraction
-from keras_aim.data._common import _check_split
-from keras_aim.data._common import _image_size
-from keras_aim.data._common import _tf
 from keras_aim.data.augment import normalize
 from keras_aim.data.augment import pretraining_augment
-from keras_aim.data.builtin import _digits_split
-from keras_aim.data.builtin import _photo_size
-from keras_aim.data.builtin import _resized_photos
+from keras_aim.data.builtin import digits_split_indices
 from keras_aim.data.builtin import load_digits_images
 from keras_aim.data.builtin import photo_crop_boxes
 from keras_aim.data.builtin import photo_region
-from keras_aim.data.sources import _class_folder
-from keras_aim.data.sources import _folder_files
-from keras_aim.data.sources import _read_image
-from keras_aim.data.streams import _batched
-from keras_aim.data.streams import _indexed_views
-from keras_aim.data.streams import _photo_reader
-from keras_aim.data.streams import _positions
-from keras_aim.data.streams import _shard_sizes
-from keras_aim.data.streams import _tfds_stream
-from keras_aim.preprocessing import AIMImageConverter
-from keras_aim.validation import positive_int
+from keras_aim.data.builtin import resized_photos
+from keras_aim.data.builtin import resolve_photo_size
+from keras_aim.data.common import TEST_FRACTION
+from keras_aim.data.common import check_fraction
+from keras_aim.data.common import check_image_size
+from keras_aim.data.common import check_split
+from keras_aim.data.common import default_image_size
+from keras_aim.data.common import import_tensorflow
+from keras_aim.data.sources import folder_files
+from keras_aim.data.sources import read_class_folder
+from keras_aim.data.sources import read_image
+from keras_aim.data.streams import StreamOrder
+from keras_aim.data.streams import batch_and_prefetch
+from keras_aim.data.streams import indexed_views
+from keras_aim.data.streams import photo_reader
+from keras_aim.data.streams import shard_positions
+from keras_aim.data.streams import shard_sizes
+from keras_aim.data.streams import tfds_stream
+from keras_aim.models.aim.aim_image_converter import AIMImageConverter
+from keras_aim.utils.validation import positive_int
 
 
 def pretraining_dataset(
@@ -114,7 +116,7 @@ def pretraining_dataset(
     >>> tuple(next(iter(dataset)).shape)
     (8, 16, 16, 3)
     """
-    tf = _tf()
+    tf = import_tensorflow()
     if not isinstance(source, (str, os.PathLike)):
         raise ValueError(
             "`source` must be 'digits', 'photos', 'tfds:NAME[:SPLIT]' or an "
@@ -123,20 +125,22 @@ def pretraining_dataset(
     source = os.fspath(source)
     kind = _source_kind(source)
     defaults = {
-        "digits": (16, "shift", False),
-        "photos": (32, "random_crop", True),
-        "tfds": (224, "resized_crop", True),
-        "folder": (224, "resized_crop", True),
+        "digits": ("shift", False),
+        "photos": ("random_crop", True),
+        "tfds": ("resized_crop", True),
+        "folder": ("resized_crop", True),
     }[kind]
-    size = _image_size(defaults[0] if image_size is None else image_size)
+    if image_size is None:
+        image_size = default_image_size(source)
+    size = check_image_size(image_size)
     batch_size = positive_int(batch_size, "batch_size")
     crops_per_image = positive_int(crops_per_image, "crops_per_image")
-    num_shards, shard_index = _shard_sizes(
+    num_shards, shard_index = shard_sizes(
         batch_size, crops_per_image, num_shards, shard_index
     )
-    crop_mode = defaults[1] if crop_mode is None else crop_mode
+    crop_mode = defaults[0] if crop_mode is None else crop_mode
     horizontal_flip = (
-        defaults[2] if horizontal_flip is None else horizontal_flip
+        defaults[1] if horizontal_flip is None else horizontal_flip
     )
     augment = functools.partial(
         pretraining_augment,
@@ -149,19 +153,32 @@ def pretraining_dataset(
     )
     # Validate the augmentation arguments eagerly, before tf.data tracing.
     augment(np.zeros((*size, 3), "uint8"), seed=0)
+    order = StreamOrder(
+        batch_size=batch_size,
+        crops=crops_per_image,
+        seed=seed,
+        shuffle=shuffle,
+        repeat=repeat,
+        start_batch=start_batch,
+        num_shards=num_shards,
+        shard_index=shard_index,
+        drop_remainder=drop_remainder,
+    )
 
     def augment_fn(image, view_seed):
         return augment(image, seed=view_seed)
 
     if kind == "digits":
         images, _ = load_digits_images(size)
-        images = images[_digits_split(len(images), "train", TEST_FRACTION)]
+        images = images[
+            digits_split_indices(len(images), "train", TEST_FRACTION)
+        ]
         table = tf.constant(images)
         num_items, fetch = len(images), lambda i: tf.gather(table, i)
     elif kind == "photos":
-        photo_size = _photo_size(photo_size, size)
+        photo_size = resolve_photo_size(photo_size, size)
         photos = []
-        for image in _resized_photos(photo_size):
+        for image in resized_photos(photo_size):
             start, stop = photo_region(image.shape[1], "train")
             photos.append(image[:, start:stop])
         too_small = [p.shape for p in photos if p.shape[0] < size[0]]
@@ -172,41 +189,17 @@ def pretraining_dataset(
                 f"{too_small[0][:2]} at photo_size={photo_size}; pass a "
                 "larger `photo_size`."
             )
-        num_items, fetch = len(photos), _photo_reader(photos)
+        num_items, fetch = len(photos), photo_reader(photos)
     elif kind == "folder":
-        files = tf.constant(_folder_files(source))
+        files = tf.constant(folder_files(source))
         num_items = int(files.shape[0])
-        fetch = lambda i: _read_image(tf.gather(files, i))  # noqa: E731
+        fetch = lambda i: read_image(tf.gather(files, i))  # noqa: E731
     else:
-        return _tfds_stream(
-            source,
-            data_dir,
-            image_key,
-            augment_fn,
-            crops_per_image,
-            seed,
-            shuffle,
-            repeat,
-            shuffle_buffer,
-            batch_size,
-            drop_remainder,
-            start_batch,
-            num_shards,
-            shard_index,
+        return tfds_stream(
+            source, data_dir, image_key, augment_fn, order, shuffle_buffer
         )
-    positions = _positions(
-        num_items,
-        batch_size,
-        crops_per_image,
-        start_batch,
-        repeat,
-        num_shards,
-        shard_index,
-    )
-    dataset = positions.map(
-        _indexed_views(
-            fetch, num_items, augment_fn, crops_per_image, seed, shuffle
-        ),
+    dataset = shard_positions(num_items, order).map(
+        indexed_views(fetch, num_items, augment_fn, order),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
@@ -215,8 +208,7 @@ def pretraining_dataset(
         # dropped (with TensorFlow's warning) instead of stopping the run;
         # it is dropped the same way on every pass, so resumes replay.
         dataset = dataset.ignore_errors(log_warning=True)
-    dataset = dataset.unbatch()
-    return _batched(dataset, batch_size // num_shards, drop_remainder)
+    return order.batch(dataset.unbatch())
 
 
 def _source_kind(source):
@@ -284,8 +276,8 @@ def probe_dataset(
     >>> images.shape, labels.shape
     ((539, 16, 16, 3), (539,))
     """
-    _check_split(split)
-    _check_fraction(test_fraction)
+    check_split(split)
+    check_fraction(test_fraction)
     if batch_size is not None:
         batch_size = positive_int(batch_size, "batch_size")
     if not isinstance(source, (str, os.PathLike)):
@@ -301,26 +293,27 @@ def probe_dataset(
             f"for tensorflow-datasets use evaluation_dataset. Received: "
             f"source={source!r}"
         )
-    default_size = {"digits": 16, "photos": 32, "folder": 224}[kind]
-    size = _image_size(default_size if image_size is None else image_size)
-    tf = _tf()
+    if image_size is None:
+        image_size = default_image_size(source)
+    size = check_image_size(image_size)
+    tf = import_tensorflow()
     if kind == "digits":
         images, labels = load_digits_images(size)
-        index = _digits_split(len(images), split, test_fraction)
+        index = digits_split_indices(len(images), split, test_fraction)
         images = normalize(images[index]).numpy()
         labels = labels[index].astype("int32")
     elif kind == "photos":
-        photo_size = _photo_size(photo_size, size)
+        photo_size = resolve_photo_size(photo_size, size)
         labels, boxes = photo_crop_boxes(
             split, size, crops_per_image, photo_size, test_fraction, seed
         )
-        photos = _resized_photos(photo_size)
+        photos = resized_photos(photo_size)
         crops = np.stack(
             [photos[k][t:b, x:r] for k, (t, x, b, r) in zip(labels, boxes)]
         )
         images = normalize(crops).numpy()
     else:
-        files, labels, _ = _class_folder(source, split, test_fraction, seed)
+        files, labels, _ = read_class_folder(source, split, test_fraction, seed)
         if not files:
             raise ValueError(
                 f"The {split} split of `source`={source!r} is empty."
@@ -328,15 +321,15 @@ def probe_dataset(
         converter = AIMImageConverter(resize_size=min(size), crop_size=size)
         dataset = tf.data.Dataset.from_tensor_slices((files, labels)).map(
             lambda path, label: (
-                converter.tf_transform(_read_image(path)),
+                converter.tf_transform(read_image(path)),
                 label,
             ),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
         if batch_size is not None:
-            return _batched(dataset, batch_size, False)
+            return batch_and_prefetch(dataset, batch_size, False)
         images = np.stack([x.numpy() for x, _ in dataset])
     if batch_size is not None:
         dataset = tf.data.Dataset.from_tensor_slices((images, labels))
-        return _batched(dataset, batch_size, False)
+        return batch_and_prefetch(dataset, batch_size, False)
     return images, labels

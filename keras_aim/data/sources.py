@@ -5,8 +5,8 @@ import warnings
 
 import numpy as np
 
-from keras_aim.data._common import SPLITS
-from keras_aim.data._common import _tf
+from keras_aim.data.common import SPLITS
+from keras_aim.data.common import import_tensorflow
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 # The first bytes of the image formats tf.io.decode_image reads.
@@ -50,7 +50,7 @@ def check_image_file(path):
 
 def find_undecodable(paths):
     """`[(path, reason)]` of the files TensorFlow cannot decode fully."""
-    tf = _tf()
+    tf = import_tensorflow()
     bad = []
     for path in paths:
         try:
@@ -120,7 +120,7 @@ def list_image_files(folder):
     return sorted(files)
 
 
-def _folder_files(folder, argument="source"):
+def folder_files(folder, argument="source"):
     files, _ = readable_files(list_image_files(folder))
     if not files:
         raise ValueError(
@@ -130,7 +130,7 @@ def _folder_files(folder, argument="source"):
     return files
 
 
-def _class_folder(folder, split, test_fraction, seed):
+def read_class_folder(folder, split, test_fraction, seed):
     """Returns `(files, labels, class_names)` of a one-folder-per-class tree.
 
     If `folder` has `train/` or `test/` subfolders, `folder/split` is used
@@ -171,17 +171,17 @@ def _class_folder(folder, split, test_fraction, seed):
     return files, np.asarray(labels, "int32"), class_names
 
 
-def _read_image(path):
-    tf = _tf()
+def read_image(path):
+    tf = import_tensorflow()
     image = tf.io.decode_image(
         tf.io.read_file(path), channels=3, expand_animations=False
     )
     return tf.ensure_shape(image, (None, None, 3))
 
 
-def _to_rgb(image):
+def to_rgb(image):
     """Makes a decoded image 3-channel (grey replicated, alpha dropped)."""
-    tf = _tf()
+    tf = import_tensorflow()
     channels = image.shape[-1]
     if channels == 1:
         return tf.tile(image, [1, 1, 3])
@@ -194,7 +194,7 @@ def _to_rgb(image):
     )
 
 
-def _parse_tfds(source):
+def parse_tfds(source):
     parts = source.split(":")
     if len(parts) not in (2, 3) or not parts[1]:
         raise ValueError(
@@ -204,7 +204,7 @@ def _parse_tfds(source):
     return parts[1], parts[2] if len(parts) == 3 and parts[2] else None
 
 
-def _load_tfds(name, split, data_dir):
+def load_tfds(name, split, data_dir):
     """Loads a prepared tensorflow-datasets split without downloading."""
     try:
         import tensorflow_datasets as tfds

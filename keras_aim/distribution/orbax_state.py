@@ -22,14 +22,14 @@ import uuid
 
 import keras
 
-from keras_aim import io_utils
 from keras_aim.training.checkpoints import FORMAT_VERSION
 from keras_aim.training.checkpoints import STATE_FILE
 from keras_aim.training.checkpoints import CheckpointManager
 from keras_aim.training.checkpoints import _variable_record
 from keras_aim.training.checkpoints import build_optimizer
-from keras_aim.training.errors import CheckpointDamagedError
-from keras_aim.training.errors import TrainingDivergedError
+from keras_aim.utils import io_utils
+from keras_aim.utils.errors import CheckpointDamagedError
+from keras_aim.utils.errors import TrainingDivergedError
 
 ORBAX_FOLDER = "orbax_state"
 

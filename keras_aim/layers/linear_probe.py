@@ -6,7 +6,7 @@ from keras import ops
 from keras_aim.layers.attentive_probe import average_features
 from keras_aim.layers.attentive_probe import first_feature_shape
 from keras_aim.layers.dense import AIMDense
-from keras_aim.validation import positive_int
+from keras_aim.utils.validation import positive_int
 
 
 @keras.saving.register_keras_serializable(package="keras_aim")

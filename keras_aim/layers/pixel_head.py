@@ -5,9 +5,9 @@ from keras import ops
 
 from keras_aim.layers.dense import AIMDense
 from keras_aim.layers.position_embedding import sincos_2d_position_embedding
-from keras_aim.validation import check_parameter_memory
-from keras_aim.validation import check_size_limit
-from keras_aim.validation import positive_int
+from keras_aim.utils.validation import check_parameter_memory
+from keras_aim.utils.validation import check_size_limit
+from keras_aim.utils.validation import positive_int
 
 
 @keras.saving.register_keras_serializable(package="keras_aim")

@@ -9,8 +9,9 @@ subclassed `AIMPretrainer`.
 
 import keras
 
-from keras_aim import preset_utils
-from keras_aim import validation
+from keras_aim.convert import loaders
+from keras_aim.utils import preset_utils
+from keras_aim.utils import validation
 
 
 class AIMModelBase:
@@ -112,7 +113,7 @@ class PresetMixin(AIMModelBase):
         )
         ```
         """
-        loader = preset_utils.get_preset_loader(preset)
+        loader = loaders.get_preset_loader(preset)
         return cls._from_loader(loader, load_weights, **kwargs)
 
     @classmethod

@@ -16,7 +16,7 @@ import uuid
 import keras
 import numpy as np
 
-from keras_aim.validation import positive_int
+from keras_aim.utils.validation import positive_int
 
 LORA_TARGETS = ("attn_qkv", "attn_proj", "mlp_fc1", "mlp_fc2")
 LORA_ATTRIBUTE = "keras_aim_lora"

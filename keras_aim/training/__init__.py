@@ -3,7 +3,8 @@
 - `loop`: `train`, `fit` in logging windows of `log_every` steps.
 - `checkpoints`: `CheckpointManager`, atomic checkpoints in Keras' weights
   format with a settings fingerprint and checksums.
-- `callbacks`: the step logger, the checkpoint/NaN guard, the signal stop.
+- `signals`: `StopOnSignal`, SIGINT/SIGTERM to a checkpoint-and-stop.
+- `windows`: `WindowCallbackList`. The callbacks are in `keras_aim.callbacks`.
 - `run_dir`: the output folder and its `log.csv`.
 """
 
@@ -12,8 +13,6 @@ from keras_aim.training.checkpoints import STATE_FILE
 from keras_aim.training.checkpoints import WEIGHTS_FILE
 from keras_aim.training.checkpoints import CheckpointManager
 from keras_aim.training.checkpoints import check_fingerprint
-from keras_aim.training.errors import SettingsError
-from keras_aim.training.errors import TrainingDivergedError
 from keras_aim.training.loop import TrainingResult
 from keras_aim.training.loop import train
 from keras_aim.training.loop import window_segments
@@ -24,6 +23,8 @@ from keras_aim.training.run_dir import TENSORBOARD_DIR
 from keras_aim.training.run_dir import RunLock
 from keras_aim.training.run_dir import prepare_output_dir
 from keras_aim.training.run_dir import read_log
+from keras_aim.utils.errors import SettingsError
+from keras_aim.utils.errors import TrainingDivergedError
 
 __all__ = [
     "CHECKPOINT_DIR",

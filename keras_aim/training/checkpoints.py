@@ -27,10 +27,10 @@ import warnings
 import keras
 import numpy as np
 
-from keras_aim import io_utils
-from keras_aim.training.errors import CheckpointDamagedError
-from keras_aim.training.errors import SettingsError
-from keras_aim.training.errors import TrainingDivergedError
+from keras_aim.utils import io_utils
+from keras_aim.utils.errors import CheckpointDamagedError
+from keras_aim.utils.errors import SettingsError
+from keras_aim.utils.errors import TrainingDivergedError
 
 CHECKPOINT_PREFIX = "step_"
 DAMAGED_PREFIX = "damaged_"

@@ -2,7 +2,7 @@
 
 One Keras epoch is one logging window of `log_every` steps, so between
 windows the steps run back to back with no host transfer; the callbacks
-(`keras_aim.training.callbacks`) log, checkpoint and guard at window ends.
+(`keras_aim.callbacks`) log, checkpoint and run_checkpoint at window ends.
 """
 
 import contextlib
@@ -10,11 +10,9 @@ import dataclasses
 import os
 import time
 
-from keras_aim.training.callbacks import RunCheckpoint
-from keras_aim.training.callbacks import StepLogger
-from keras_aim.training.callbacks import StopOnSignal
-from keras_aim.training.callbacks import WindowCallbackList
-from keras_aim.training.callbacks import optimizer_step
+from keras_aim.callbacks.run_checkpoint import RunCheckpoint
+from keras_aim.callbacks.step_logger import StepLogger
+from keras_aim.callbacks.step_logger import optimizer_step
 from keras_aim.training.checkpoints import CheckpointManager
 from keras_aim.training.checkpoints import build_optimizer
 from keras_aim.training.run_dir import CHECKPOINT_DIR
@@ -24,7 +22,9 @@ from keras_aim.training.run_dir import RunLock
 from keras_aim.training.run_dir import clear_run
 from keras_aim.training.run_dir import prepare_output_dir
 from keras_aim.training.run_dir import truncate_log
-from keras_aim.validation import positive_int
+from keras_aim.training.signals import StopOnSignal
+from keras_aim.training.windows import WindowCallbackList
+from keras_aim.utils.validation import positive_int
 
 
 @dataclasses.dataclass
@@ -171,132 +171,103 @@ def train(
         checkpoint_every = positive_int(checkpoint_every, "checkpoint_every")
     output_dir = prepare_output_dir(output_dir)
     with RunLock(output_dir) if chief else contextlib.nullcontext():
-        return _train(
-            model,
-            dataset,
-            total_steps,
-            output_dir,
-            checkpoint_every,
-            resume,
-            fingerprint,
+        manager = checkpoint_manager(
+            os.path.join(output_dir, CHECKPOINT_DIR),
             max_to_keep,
-            callbacks,
-            tensorboard,
-            verbose,
-            log_every,
-            chief,
-            checkpoint_manager,
+            read_only=not chief,
         )
-
-
-def _train(
-    model,
-    dataset,
-    total_steps,
-    output_dir,
-    checkpoint_every,
-    resume,
-    fingerprint,
-    max_to_keep,
-    callbacks,
-    tensorboard,
-    verbose,
-    log_every,
-    chief,
-    checkpoint_manager,
-):
-    manager = checkpoint_manager(
-        os.path.join(output_dir, CHECKPOINT_DIR),
-        max_to_keep,
-        read_only=not chief,
-    )
-    state = None
-    if resume and manager.latest() is not None:
+        state = None
+        if resume and manager.latest() is not None:
+            build_optimizer(model)
+            state = manager.restore_latest_valid(model, fingerprint)
+        latest = manager.latest() if state is not None else None
+        if latest is None and chief:
+            # Starting over: what a previous run left (a log, TensorBoard
+            # events, checkpoints for --noresume) would be mixed into this.
+            if verbose and os.path.exists(os.path.join(output_dir, LOG_FILE)):
+                print(f"Starting over in {output_dir}: removing the old run.")
+            clear_run(output_dir)
+        log_path = os.path.join(output_dir, LOG_FILE)
         build_optimizer(model)
-        state = manager.restore_latest_valid(model, fingerprint)
-    latest = manager.latest() if state is not None else None
-    if latest is None and chief:
-        # Starting over: what a previous run left (a log, TensorBoard
-        # events, checkpoints for --noresume) would be mixed into this one.
-        if verbose and os.path.exists(os.path.join(output_dir, LOG_FILE)):
-            print(f"Starting over in {output_dir}: removing the previous run.")
-        clear_run(output_dir)
-    log_path = os.path.join(output_dir, LOG_FILE)
-    build_optimizer(model)
-    start_step, window = 0, None
-    if state is not None:
-        start_step = state["step"]
-        if state["extra"].get("log_every") == log_every:
-            window = state["extra"].get("window_state")
-        if verbose:
-            print(f"Resuming from {latest} (step {start_step}).")
-    if chief:
-        truncate_log(
-            log_path,
-            start_step,
-            keep=lambda s: s % log_every == 0 or s >= total_steps,
+        start_step, window = 0, None
+        if state is not None:
+            start_step = state["step"]
+            if state["extra"].get("log_every") == log_every:
+                window = state["extra"].get("window_state")
+            if verbose:
+                print(f"Resuming from {latest} (step {start_step}).")
+        if chief:
+            truncate_log(
+                log_path,
+                start_step,
+                keep=lambda s: s % log_every == 0 or s >= total_steps,
+            )
+        if start_step >= total_steps:
+            return TrainingResult(
+                start_step, start_step, total_steps, {}, latest
+            )
+        offset = start_step - optimizer_step(model)
+        logger = StepLogger(
+            log_path if chief else None,
+            os.path.join(output_dir, TENSORBOARD_DIR)
+            if tensorboard and chief
+            else None,
+            verbose=verbose if chief else 0,
+            total_steps=total_steps,
+            step_offset=offset,
         )
-    if start_step >= total_steps:
-        return TrainingResult(start_step, start_step, total_steps, {}, latest)
-    offset = start_step - optimizer_step(model)
-    logger = StepLogger(
-        log_path if chief else None,
-        os.path.join(output_dir, TENSORBOARD_DIR)
-        if tensorboard and chief
-        else None,
-        verbose=verbose if chief else 0,
-        total_steps=total_steps,
-        step_offset=offset,
-    )
-    guard = RunCheckpoint(
-        manager,
-        checkpoint_every,
-        total_steps,
-        fingerprint,
-        log_every=log_every,
-        step_offset=offset,
-        start_step=start_step,
-        on_checkpoint=lambda step, path: logger.flush(),
-    )
-    guard.restore_window = window
-    begin = time.time()
-    step = start_step
-    try:
-        with StopOnSignal(guard) as stopper:
-            for steps_per_epoch, epochs in window_segments(
-                start_step, total_steps, log_every
-            ):
-                run_callbacks = WindowCallbackList(
-                    [logger, guard, *callbacks],
-                    model,
-                    epochs=epochs,
-                    steps=steps_per_epoch,
-                    verbose=0,
-                )
-                model.fit(
-                    _starting_at(dataset, step),
-                    epochs=epochs,
-                    steps_per_epoch=steps_per_epoch,
-                    callbacks=run_callbacks,
-                    shuffle=False,
-                    verbose=0,
-                )
-                step = optimizer_step(model) + offset
-                if guard.diverged or guard.stop_requested is not None:
-                    break
-                if model.stop_training:  # A user callback stopped the run.
-                    break
-    finally:
-        logger.close()
-    seconds = time.time() - begin
-    if guard.diverged is not None:
-        raise guard.diverged
-    return TrainingResult(
-        start_step=start_step,
-        step=step,
-        total_steps=total_steps,
-        losses=logger.losses,
-        checkpoint=manager.latest(),
-        interrupted=stopper.signal if step < total_steps else None,
-        seconds=seconds,
-    )
+        run_checkpoint = RunCheckpoint(
+            manager,
+            checkpoint_every,
+            total_steps,
+            fingerprint,
+            log_every=log_every,
+            step_offset=offset,
+            start_step=start_step,
+            on_checkpoint=lambda step, path: logger.flush(),
+        )
+        run_checkpoint.restore_window = window
+        begin = time.time()
+        step = start_step
+        try:
+            with StopOnSignal(run_checkpoint) as stopper:
+                for steps_per_epoch, epochs in window_segments(
+                    start_step, total_steps, log_every
+                ):
+                    run_callbacks = WindowCallbackList(
+                        [logger, run_checkpoint, *callbacks],
+                        model,
+                        epochs=epochs,
+                        steps=steps_per_epoch,
+                        verbose=0,
+                    )
+                    model.fit(
+                        _starting_at(dataset, step),
+                        epochs=epochs,
+                        steps_per_epoch=steps_per_epoch,
+                        callbacks=run_callbacks,
+                        shuffle=False,
+                        verbose=0,
+                    )
+                    step = optimizer_step(model) + offset
+                    if (
+                        run_checkpoint.diverged
+                        or run_checkpoint.stop_requested is not None
+                    ):
+                        break
+                    if model.stop_training:  # A user callback stopped it.
+                        break
+        finally:
+            logger.close()
+        seconds = time.time() - begin
+        if run_checkpoint.diverged is not None:
+            raise run_checkpoint.diverged
+        return TrainingResult(
+            start_step=start_step,
+            step=step,
+            total_steps=total_steps,
+            losses=logger.losses,
+            checkpoint=manager.latest(),
+            interrupted=stopper.signal if step < total_steps else None,
+            seconds=seconds,
+        )

@@ -8,10 +8,10 @@ import time
 
 import numpy as np
 
-from keras_aim.training.errors import SettingsError
+from keras_aim.callbacks.step_logger import LOG_FIELDS
+from keras_aim.utils.errors import SettingsError
 
 LOG_FILE = "log.csv"
-LOG_FIELDS = ("step", "loss", "learning_rate")
 TENSORBOARD_DIR = "tensorboard"
 CHECKPOINT_DIR = "checkpoints"
 

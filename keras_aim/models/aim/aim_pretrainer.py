@@ -4,20 +4,20 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_aim import validation
 from keras_aim.distribution import layout
 from keras_aim.layers.masks import prefix_causal_mask
 from keras_aim.layers.pixel_head import AIMPixelHead
+from keras_aim.layers.token_orders import TOKEN_ORDERS
+from keras_aim.layers.token_orders import token_order as make_token_order
 from keras_aim.losses import next_patch_pixel_loss
 from keras_aim.losses import next_patch_reconstruction
-from keras_aim.models.backbone import AIMBackbone
+from keras_aim.models.aim.aim_backbone import AIMBackbone
 from keras_aim.models.base import AIMModelBase
-from keras_aim.orders import TOKEN_ORDERS
-from keras_aim.orders import token_order as make_token_order
-from keras_aim.validation import check_image_shape
-from keras_aim.validation import check_image_values
-from keras_aim.validation import check_prefix_lengths
-from keras_aim.validation import check_prefix_range
+from keras_aim.utils import validation
+from keras_aim.utils.validation import check_image_shape
+from keras_aim.utils.validation import check_image_values
+from keras_aim.utils.validation import check_prefix_lengths
+from keras_aim.utils.validation import check_prefix_range
 
 ATTENTION_MODES = ("prefix", "causal")
 
@@ -67,9 +67,10 @@ class AIMPretrainer(AIMModelBase, keras.Model):
         normalize_targets: bool, normalise each target patch by its mean
             and unbiased variance. Defaults to `True`.
         token_order: `"raster"`, `"spiral"`, `"checkerboard"` or `"random"`
-            (see `keras_aim.orders.token_order`): the order in which patches
-            are fed and predicted. The permutation is applied to the trunk
-            tokens (after their position embedding), to the head's position
+            (see `keras_aim.layers.token_orders.token_order`): the order in
+            which patches are fed and predicted. The permutation is applied
+            to the trunk tokens (after their position embedding), to the
+            head's position
             embedding and to the targets; the prefix is the first `K`
             patches of that order. Defaults to `"raster"`.
         token_order_seed: int, seed of the fixed `"random"` order.

@@ -25,15 +25,14 @@ Example:
 
 import argparse
 import os
-import sys
 
-from keras_aim import presets
-from keras_aim.conversion.loader import ReleasedCheckpointLoader
-from keras_aim.conversion.readers import open_state_dict
-from keras_aim.conversion.released import has_head
-from keras_aim.conversion.released import infer_config
-from keras_aim.models.backbone import AIMBackbone
-from keras_aim.models.classifier import AIMImageClassifier
+from keras_aim.convert.loaders import ReleasedCheckpointLoader
+from keras_aim.convert.readers import open_state_dict
+from keras_aim.convert.released_aim import has_head
+from keras_aim.convert.released_aim import infer_config
+from keras_aim.models.aim import aim_presets as presets
+from keras_aim.models.aim.aim_backbone import AIMBackbone
+from keras_aim.models.aim.aim_image_classifier import AIMImageClassifier
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -231,7 +230,3 @@ def main(argv=None):
         f"{model.count_params():,} parameters."
     )
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,7 +10,7 @@ raster order is reordered with `take(x, order, axis=1)`.
 
 import numpy as np
 
-from keras_aim.validation import positive_int
+from keras_aim.utils.validation import positive_int
 
 TOKEN_ORDERS = ("raster", "spiral", "checkerboard", "random")
 

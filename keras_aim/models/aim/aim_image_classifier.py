@@ -3,13 +3,12 @@
 import keras
 import numpy as np
 
-from keras_aim import validation
-from keras_aim.distribution import layout
 from keras_aim.layers.attentive_probe import AIMAttentivePooling
 from keras_aim.layers.linear_probe import AIMLinearProbe
-from keras_aim.models.backbone import AIMBackbone
-from keras_aim.models.base import PresetMixin
-from keras_aim.presets import best_probe_layers
+from keras_aim.models.aim.aim_backbone import AIMBackbone
+from keras_aim.models.aim.aim_presets import best_probe_layers
+from keras_aim.models.task import Task
+from keras_aim.utils import validation
 
 PROBES = ("attentive", "linear")
 
@@ -28,7 +27,7 @@ def resolve_probe_layers(probe_layers, backbone):
 
 
 @keras.saving.register_keras_serializable(package="keras_aim")
-class AIMImageClassifier(PresetMixin, keras.Model):
+class AIMImageClassifier(Task, keras.Model):
     """AIM backbone with the attentive-probe head of the release.
 
     The raw outputs of the `probe_layers` blocks are averaged and pooled by
@@ -154,15 +153,6 @@ class AIMImageClassifier(PresetMixin, keras.Model):
                 )
             x = keras.ops.convert_to_numpy(self.image_converter(array))
         return super().predict(x, *args, **kwargs)
-
-    # The layout of every keras_aim weight (see keras_aim.distribution):
-    # `get_layout_map(device_mesh, model_parallel_dim_name="model",
-    # data_parallel_dim_name="batch")`, a static method as in keras-hub.
-    get_layout_map = staticmethod(layout.get_layout_map)
-
-    @classmethod
-    def _from_loader(cls, loader, load_weights, **kwargs):
-        return loader.load_task(cls, load_weights, **kwargs)
 
     def get_config(self):
         config = {

@@ -5,8 +5,8 @@ import math
 
 import numpy as np
 
-from keras_aim.preprocessing import IMAGENET_MEAN
-from keras_aim.preprocessing import IMAGENET_STD
+from keras_aim.models.aim.aim_image_converter import IMAGENET_MEAN
+from keras_aim.models.aim.aim_image_converter import IMAGENET_STD
 from keras_aim.training.run_dir import read_log
 
 

@@ -1,22 +1,16 @@
-"""Keras callbacks for AIM training loops.
-
-- `ReconstructionGrid`: draws held-out images next to their next-patch
-  predictions every few epochs, in any `fit` loop of an `AIMPretrainer`.
-- `StepLogger`: one `log.csv` row (step, loss, learning rate) per epoch,
-  keyed by the optimizer step, without reading any step's logs.
-"""
+"""`ReconstructionGrid`: held-out images next to their next-patch
+predictions every few epochs, in any `fit` loop of an `AIMPretrainer`."""
 
 import os
 
 import keras
 import numpy as np
 
-from keras_aim.plots import plot_next_patch_grid
-from keras_aim.preprocessing import IMAGENET_MEAN
-from keras_aim.preprocessing import IMAGENET_STD
-from keras_aim.training.callbacks import StepLogger
-from keras_aim.training.callbacks import optimizer_step
-from keras_aim.validation import positive_int
+from keras_aim.callbacks.step_logger import optimizer_step
+from keras_aim.models.aim.aim_image_converter import IMAGENET_MEAN
+from keras_aim.models.aim.aim_image_converter import IMAGENET_STD
+from keras_aim.utils.plots import plot_next_patch_grid
+from keras_aim.utils.validation import positive_int
 
 
 class ReconstructionGrid(keras.callbacks.Callback):
@@ -105,6 +99,3 @@ class ReconstructionGrid(keras.callbacks.Callback):
             title=self.title.format(**names),
         )
         self.written.append(path)
-
-
-__all__ = ["ReconstructionGrid", "StepLogger"]

@@ -17,9 +17,9 @@ import re
 
 import numpy as np
 
-from keras_aim.conversion.readers import StateDictReader
-from keras_aim.conversion.readers import _bfloat16
-from keras_aim.conversion.readers import as_reader
+from keras_aim.convert.readers import StateDictReader
+from keras_aim.convert.readers import _bfloat16
+from keras_aim.convert.readers import as_reader
 
 HUB_CONFIG_FILE = "config.json"
 HUB_WEIGHTS_FILE = "model.safetensors"

@@ -1,15 +1,14 @@
-"""Loading models from presets and released checkpoints; saving presets.
+"""Presets: the `PresetLoader` base, Keras preset folders, `save_preset`.
 
-As in keras-hub, `get_preset_loader(preset)` returns a loader for whatever
-`preset` names (a built-in name, an `hf://` handle, a Keras preset folder,
-a released hub folder) and the model classes call
+As in keras-hub, `get_preset_loader(preset)` (in `keras_aim.convert.loaders`,
+which knows every source) returns a `PresetLoader` for whatever `preset`
+names (a built-in name, an `hf://` handle, a Keras preset folder, a released
+hub folder), and the model classes call
 `loader.load_backbone(cls, load_weights, **kwargs)` (an instance of the
 backbone class `cls`) or `loader.load_task(cls, load_weights, **kwargs)`
 (an instance of the task class `cls`, built on `cls.backbone_cls`).
 `kwargs` are constructor overrides (`image_shape`, `dtype`, and for tasks
-`probe_layers`, `num_classes`, `image_converter`, ...). Loaders receive the
-class to build and never import the models. Released checkpoints are read
-by `keras_aim.conversion.loader.ReleasedCheckpointLoader`.
+`probe_layers`, `num_classes`, `image_converter`, ...).
 
 A Keras preset folder holds `config.json` (the registered class and its
 config), `model.weights.h5` (or sharded `model.weights.json` + shards for
@@ -18,22 +17,16 @@ models over 2 GB), `metadata.json` and, for classifiers with a converter,
 """
 
 import datetime
-import json
 import os
 
 import keras
 
-from keras_aim import io_utils
-from keras_aim.conversion.loader import ReleasedCheckpointLoader
-from keras_aim.preprocessing import IMAGE_CONVERTER_FILE
-from keras_aim.preprocessing import default_image_converter
-from keras_aim.preprocessing import load_image_converter
-from keras_aim.presets import DEFAULT_IMAGE_SHAPE
-from keras_aim.presets import NUM_CLASSES
-from keras_aim.presets import PRESETS
-from keras_aim.presets import PTH_REPO
-from keras_aim.presets import check_preset_name
-from keras_aim.validation import reject_task_args
+from keras_aim.models.aim.aim_image_converter import IMAGE_CONVERTER_FILE
+from keras_aim.models.aim.aim_image_converter import default_image_converter
+from keras_aim.models.aim.aim_image_converter import load_image_converter
+from keras_aim.models.aim.aim_presets import DEFAULT_IMAGE_SHAPE
+from keras_aim.utils import io_utils
+from keras_aim.utils.validation import reject_task_args
 from keras_aim.version import __version__
 
 CONFIG_FILE = "config.json"
@@ -44,141 +37,35 @@ SHARD_THRESHOLD_BYTES = 2 * 1024**3
 SHARD_SIZE_GB = 2
 
 
-def get_preset_loader(preset):
-    """Returns the `PresetLoader` for a preset name, handle or folder."""
-    if not isinstance(preset, (str, os.PathLike)):
-        raise ValueError(
-            "`preset` must be a preset name, an hf:// handle or a folder; got "
-            f"{preset!r}."
-        )
-    preset = os.fspath(preset)
-    if os.path.isdir(preset):
-        return _folder_loader(preset)
-    if preset.startswith("hf://"):
-        return _folder_loader(download_hub_repo(preset[len("hf://") :], preset))
-    if os.path.exists(preset):
-        raise ValueError(
-            f"`preset` {preset!r} is a file; pass its folder, or convert "
-            "released .pth checkpoints with `python -m keras_aim.convert`."
-        )
-    return BuiltinPresetLoader(check_preset_name(preset))
+class PresetLoader:
+    """A source that `from_preset` reads (keras-hub's `PresetLoader`).
 
-
-def _folder_loader(folder):
-    config_path = os.path.join(folder, CONFIG_FILE)
-    if not os.path.exists(config_path):
-        raise ValueError(
-            f"{folder!r} is not a preset folder: it has no {CONFIG_FILE}."
-        )
-    with open(config_path) as f:
-        try:
-            config = json.load(f)
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ValueError(
-                f"{config_path!r} is not valid JSON: {error}"
-            ) from error
-    if isinstance(config, dict) and "class_name" in config:
-        if isinstance(config.get("config"), dict):
-            return KerasPresetLoader(folder, config)
-    if isinstance(config, dict) and "embed_dim" in config:
-        return ReleasedCheckpointLoader.from_hub_folder(folder, config)
-    raise ValueError(
-        f"{config_path!r} is neither a Keras preset config (class_name + "
-        "config) nor a released AIM config (img_size, patch_size, embed_dim, "
-        "num_blocks, num_heads, ...)."
-    )
-
-
-class BuiltinPresetLoader:
-    """A built-in name: the architecture from `PRESETS`, weights from the hub.
-
-    `probe_layers="last"` on a task reads the `.pth` pair of `apple/AIM`
-    that holds the last-layers head.
+    One subclass per source: `KerasPresetLoader` (a folder written by
+    `save_to_preset`), and in `keras_aim.convert.loaders` the
+    `ReleasedCheckpointLoader` (a released hub folder or `.pth` pair,
+    converted on the fly) and the `BuiltinPresetLoader` (a preset name).
+    `keras_aim.convert.loaders.get_preset_loader(preset)` picks one. Loaders
+    receive the class to build and never import the models.
     """
 
-    def __init__(self, name):
-        self.name = name
-        self.spec = PRESETS[name]
-
     def load_backbone(self, cls, load_weights=True, **kwargs):
-        reject_task_args(cls, kwargs)
-        if load_weights:
-            return self._hub_loader().load_backbone(cls, True, **kwargs)
-        config = dict(self.spec["backbone"], image_shape=DEFAULT_IMAGE_SHAPE)
-        config.update(kwargs)
-        return cls(**config)
+        """An instance of the backbone class `cls`; `kwargs` override its
+        constructor arguments (`image_shape`, `dtype`, ...)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not load backbones."
+        )
 
     def load_task(self, cls, load_weights=True, **kwargs):
-        if load_weights and kwargs.get("probe_layers") == "last":
-            return self._pth_loader().load_task(cls, True, **kwargs)
-        if load_weights:
-            return self._hub_loader().load_task(cls, True, **kwargs)
-        kwargs = dict(kwargs)
-        image_shape = kwargs.pop("image_shape", DEFAULT_IMAGE_SHAPE)
-        dtype = kwargs.pop("dtype", None)
-        backbone = cls.backbone_cls(
-            **self.spec["backbone"], image_shape=image_shape, dtype=dtype
-        )
-        kwargs.setdefault("num_classes", NUM_CLASSES)
-        kwargs.setdefault("probe_layers", "best")
-        kwargs.setdefault(
-            "image_converter", default_image_converter(image_shape)
-        )
-        return cls(backbone, dtype=dtype, **kwargs)
+        """An instance of the task class `cls`, built on `cls.backbone_cls`;
+        `kwargs` override (`probe_layers`, `num_classes`, ...)."""
+        raise NotImplementedError(f"{type(self).__name__} does not load tasks.")
 
-    def _hub_loader(self):
-        folder = download_hub_repo(self.spec["hub_repo"], self.name)
-        return ReleasedCheckpointLoader.from_hub_folder(
-            folder, num_heads=self.spec["backbone"]["num_heads"]
-        )
-
-    def _pth_loader(self):
-        prefix = self.spec["pth_prefix"]
-        names = (f"{prefix}_backbone.pth", f"{prefix}_head_last_layers.pth")
-        try:
-            import huggingface_hub
-
-            paths = [
-                huggingface_hub.hf_hub_download(PTH_REPO, n) for n in names
-            ]
-        except Exception as error:  # Network and hub errors vary by version.
-            raise ValueError(
-                f"Could not fetch the 'last layers' head of {self.name!r} from "
-                f"{PTH_REPO!r} ({type(error).__name__}: {error}). Without a "
-                "network, convert local files with `python -m keras_aim."
-                f"convert {names[0]} --head {names[1]} --preset {self.name} "
-                "--output FOLDER` and pass FOLDER."
-            ) from error
-        return ReleasedCheckpointLoader.from_pth(
-            *paths, num_heads=self.spec["backbone"]["num_heads"]
-        )
+    def load_image_converter(self, image_shape=None):
+        """The evaluation transform that travels with this preset."""
+        return default_image_converter(image_shape or DEFAULT_IMAGE_SHAPE)
 
 
-def download_hub_repo(repo_id, what):
-    """Downloads a Hugging Face hub repository; returns its local folder."""
-    try:
-        import huggingface_hub
-    except ImportError as error:
-        raise ValueError(
-            f"Loading {what!r} needs huggingface_hub (pip install "
-            "'keras-aim[convert]'). Offline, download the repository "
-            f"{repo_id!r} elsewhere and pass its local folder to from_preset."
-        ) from error
-    try:
-        return huggingface_hub.snapshot_download(repo_id)
-    except Exception as error:  # Network and hub errors vary by version.
-        raise ValueError(
-            f"Could not fetch {what!r} from the Hugging Face hub repo "
-            f"{repo_id!r} ({type(error).__name__}: {error}). Without a "
-            "network, copy the repository (config.json + model.safetensors) "
-            "to this machine and call from_preset('/path/to/folder'), or "
-            "convert released .pth files with `python -m keras_aim.convert "
-            "BACKBONE.pth --head HEAD.pth --preset NAME --output FOLDER` and "
-            "pass FOLDER."
-        ) from error
-
-
-class KerasPresetLoader:
+class KerasPresetLoader(PresetLoader):
     """A Keras preset folder written by `save_to_preset`.
 
     A backbone can be loaded from a backbone preset or from a task preset
@@ -237,7 +124,7 @@ class KerasPresetLoader:
         for key in weight_args:
             kwargs.setdefault(key, self.inner[key])
         if "image_converter" not in kwargs:
-            kwargs["image_converter"] = load_image_converter(self.folder)
+            kwargs["image_converter"] = self.load_image_converter()
         model = cls(backbone, dtype=dtype, **kwargs)
         if load_weights:
             # The saved config holds the resolved values (e.g. block lists).
@@ -252,6 +139,9 @@ class KerasPresetLoader:
                     )
             self._load_weights(model)
         return model
+
+    def load_image_converter(self, image_shape=None):
+        return load_image_converter(self.folder)
 
     def _saved_class(self):
         name = self.config.get("registered_name")

@@ -4,30 +4,38 @@
 `model.safetensors`) or a `.pth` pair lazily: the architecture comes from
 the tensors' shapes (checked against the hub config), the model class from
 the caller (`load_backbone(cls)` / `load_task(cls)`, as the loaders of
-`keras_aim.preset_utils`), and the weights are assigned one tensor at a
+`keras_aim.utils.preset_utils`), and the weights are assigned one tensor at a
 time. It never imports the models.
 """
 
 import hashlib
+import json
 import os
 
-from keras_aim.conversion.readers import open_state_dict
-from keras_aim.conversion.readers import without_head
-from keras_aim.conversion.released import HUB_CONFIG_FILE
-from keras_aim.conversion.released import HUB_WEIGHTS_FILE
-from keras_aim.conversion.released import check_hub_config
-from keras_aim.conversion.released import has_head
-from keras_aim.conversion.released import head_file_probe_layers
-from keras_aim.conversion.released import hub_architecture
-from keras_aim.conversion.released import hub_probe_layers
-from keras_aim.conversion.released import infer_config
-from keras_aim.conversion.released import load_released_weights
-from keras_aim.conversion.released import read_hub_config
-from keras_aim.preprocessing import default_image_converter
-from keras_aim.presets import NUM_CLASSES
-from keras_aim.presets import released_sha256_prefix
-from keras_aim.validation import check_num_heads
-from keras_aim.validation import reject_task_args
+from keras_aim.convert.readers import open_state_dict
+from keras_aim.convert.readers import without_head
+from keras_aim.convert.released_aim import HUB_CONFIG_FILE
+from keras_aim.convert.released_aim import HUB_WEIGHTS_FILE
+from keras_aim.convert.released_aim import check_hub_config
+from keras_aim.convert.released_aim import has_head
+from keras_aim.convert.released_aim import head_file_probe_layers
+from keras_aim.convert.released_aim import hub_architecture
+from keras_aim.convert.released_aim import hub_probe_layers
+from keras_aim.convert.released_aim import infer_config
+from keras_aim.convert.released_aim import load_released_weights
+from keras_aim.convert.released_aim import read_hub_config
+from keras_aim.models.aim.aim_image_converter import default_image_converter
+from keras_aim.models.aim.aim_presets import DEFAULT_IMAGE_SHAPE
+from keras_aim.models.aim.aim_presets import NUM_CLASSES
+from keras_aim.models.aim.aim_presets import PRESETS
+from keras_aim.models.aim.aim_presets import PTH_REPO
+from keras_aim.models.aim.aim_presets import check_preset_name
+from keras_aim.models.aim.aim_presets import released_sha256_prefix
+from keras_aim.utils.preset_utils import CONFIG_FILE
+from keras_aim.utils.preset_utils import KerasPresetLoader
+from keras_aim.utils.preset_utils import PresetLoader
+from keras_aim.utils.validation import check_num_heads
+from keras_aim.utils.validation import reject_task_args
 
 
 def check_released_sha256(path):
@@ -53,7 +61,7 @@ def check_released_sha256(path):
         )
 
 
-class ReleasedCheckpointLoader:
+class ReleasedCheckpointLoader(PresetLoader):
     """Released checkpoints: a hub folder or a `.pth` pair, read lazily.
 
     The architecture comes from the tensors' shapes (checked against the
@@ -203,7 +211,7 @@ class ReleasedCheckpointLoader:
             probe_layers, architecture["num_layers"]
         )
         kwargs.setdefault(
-            "image_converter", default_image_converter(backbone.image_shape)
+            "image_converter", self.load_image_converter(backbone.image_shape)
         )
         model = cls(
             backbone,
@@ -215,3 +223,137 @@ class ReleasedCheckpointLoader:
         if reader is not None:
             load_released_weights(model, reader)
         return model
+
+
+def get_preset_loader(preset):
+    """Returns the `PresetLoader` for a preset name, handle or folder."""
+    if not isinstance(preset, (str, os.PathLike)):
+        raise ValueError(
+            "`preset` must be a preset name, an hf:// handle or a folder; got "
+            f"{preset!r}."
+        )
+    preset = os.fspath(preset)
+    if os.path.isdir(preset):
+        return _folder_loader(preset)
+    if preset.startswith("hf://"):
+        return _folder_loader(download_hub_repo(preset[len("hf://") :], preset))
+    if os.path.exists(preset):
+        raise ValueError(
+            f"`preset` {preset!r} is a file; pass its folder, or convert "
+            "released .pth checkpoints with `python -m keras_aim.convert`."
+        )
+    return BuiltinPresetLoader(check_preset_name(preset))
+
+
+def _folder_loader(folder):
+    config_path = os.path.join(folder, CONFIG_FILE)
+    if not os.path.exists(config_path):
+        raise ValueError(
+            f"{folder!r} is not a preset folder: it has no {CONFIG_FILE}."
+        )
+    with open(config_path) as f:
+        try:
+            config = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(
+                f"{config_path!r} is not valid JSON: {error}"
+            ) from error
+    if isinstance(config, dict) and "class_name" in config:
+        if isinstance(config.get("config"), dict):
+            return KerasPresetLoader(folder, config)
+    if isinstance(config, dict) and "embed_dim" in config:
+        return ReleasedCheckpointLoader.from_hub_folder(folder, config)
+    raise ValueError(
+        f"{config_path!r} is neither a Keras preset config (class_name + "
+        "config) nor a released AIM config (img_size, patch_size, embed_dim, "
+        "num_blocks, num_heads, ...)."
+    )
+
+
+class BuiltinPresetLoader(PresetLoader):
+    """A built-in name: the architecture from `PRESETS`, weights from the hub.
+
+    `probe_layers="last"` on a task reads the `.pth` pair of `apple/AIM`
+    that holds the last-layers head.
+    """
+
+    def __init__(self, name):
+        self.name = name
+        self.spec = PRESETS[name]
+
+    def load_backbone(self, cls, load_weights=True, **kwargs):
+        reject_task_args(cls, kwargs)
+        if load_weights:
+            return self._hub_loader().load_backbone(cls, True, **kwargs)
+        config = dict(self.spec["backbone"], image_shape=DEFAULT_IMAGE_SHAPE)
+        config.update(kwargs)
+        return cls(**config)
+
+    def load_task(self, cls, load_weights=True, **kwargs):
+        if load_weights and kwargs.get("probe_layers") == "last":
+            return self._pth_loader().load_task(cls, True, **kwargs)
+        if load_weights:
+            return self._hub_loader().load_task(cls, True, **kwargs)
+        kwargs = dict(kwargs)
+        image_shape = kwargs.pop("image_shape", DEFAULT_IMAGE_SHAPE)
+        dtype = kwargs.pop("dtype", None)
+        backbone = cls.backbone_cls(
+            **self.spec["backbone"], image_shape=image_shape, dtype=dtype
+        )
+        kwargs.setdefault("num_classes", NUM_CLASSES)
+        kwargs.setdefault("probe_layers", "best")
+        kwargs.setdefault(
+            "image_converter", default_image_converter(image_shape)
+        )
+        return cls(backbone, dtype=dtype, **kwargs)
+
+    def _hub_loader(self):
+        folder = download_hub_repo(self.spec["hub_repo"], self.name)
+        return ReleasedCheckpointLoader.from_hub_folder(
+            folder, num_heads=self.spec["backbone"]["num_heads"]
+        )
+
+    def _pth_loader(self):
+        prefix = self.spec["pth_prefix"]
+        names = (f"{prefix}_backbone.pth", f"{prefix}_head_last_layers.pth")
+        try:
+            import huggingface_hub
+
+            paths = [
+                huggingface_hub.hf_hub_download(PTH_REPO, n) for n in names
+            ]
+        except Exception as error:  # Network and hub errors vary by version.
+            raise ValueError(
+                f"Could not fetch the 'last layers' head of {self.name!r} from "
+                f"{PTH_REPO!r} ({type(error).__name__}: {error}). Without a "
+                "network, convert local files with `python -m keras_aim."
+                f"convert {names[0]} --head {names[1]} --preset {self.name} "
+                "--output FOLDER` and pass FOLDER."
+            ) from error
+        return ReleasedCheckpointLoader.from_pth(
+            *paths, num_heads=self.spec["backbone"]["num_heads"]
+        )
+
+
+def download_hub_repo(repo_id, what):
+    """Downloads a Hugging Face hub repository; returns its local folder."""
+    try:
+        import huggingface_hub
+    except ImportError as error:
+        raise ValueError(
+            f"Loading {what!r} needs huggingface_hub (pip install "
+            "'keras-aim[convert]'). Offline, download the repository "
+            f"{repo_id!r} elsewhere and pass its local folder to from_preset."
+        ) from error
+    try:
+        return huggingface_hub.snapshot_download(repo_id)
+    except Exception as error:  # Network and hub errors vary by version.
+        raise ValueError(
+            f"Could not fetch {what!r} from the Hugging Face hub repo "
+            f"{repo_id!r} ({type(error).__name__}: {error}). Without a "
+            "network, copy the repository (config.json + model.safetensors) "
+            "to this machine and call from_preset('/path/to/folder'), or "
+            "convert released .pth files with `python -m keras_aim.convert "
+            "BACKBONE.pth --head HEAD.pth --preset NAME --output FOLDER` and "
+            "pass FOLDER."
+        ) from error

@@ -12,13 +12,13 @@ gives what a fresh `probe_accuracy` with the same settings gives.
 import keras
 import numpy as np
 
-from keras_aim.models.classifier import AIMImageClassifier
-from keras_aim.probing import IndexedBatches
-from keras_aim.probing import check_labels
-from keras_aim.probing import classification_metrics
-from keras_aim.probing import compile_probe
-from keras_aim.probing import feature_model
-from keras_aim.validation import positive_int
+from keras_aim.models.aim.aim_image_classifier import AIMImageClassifier
+from keras_aim.probing.features import IndexedBatches
+from keras_aim.probing.features import feature_model
+from keras_aim.probing.metrics import check_labels
+from keras_aim.probing.metrics import classification_metrics
+from keras_aim.probing.probes import compile_probe
+from keras_aim.utils.validation import positive_int
 
 
 class RepeatedProbe:

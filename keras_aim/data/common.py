@@ -5,8 +5,20 @@ import numpy as np
 SPLITS = ("train", "test")
 TEST_FRACTION = 0.3
 
+# The image side a source is read at when none is given: the built-in
+# digits and photos at their own small sizes, everything else (tensorflow-
+# datasets, image folders) at the release's 224. Every default in
+# keras_aim.data and the examples comes from here.
+DEFAULT_IMAGE_SIZES = {"digits": 16, "photos": 32}
+RELEASE_IMAGE_SIZE = 224
 
-def _tf():
+
+def default_image_size(source):
+    """The image side `keras_aim.data` reads `source` at by default."""
+    return DEFAULT_IMAGE_SIZES.get(source, RELEASE_IMAGE_SIZE)
+
+
+def import_tensorflow():
     """Imports TensorFlow, with an install hint when it is missing."""
     try:
         import tensorflow as tf
@@ -18,7 +30,7 @@ def _tf():
     return tf
 
 
-def _image_size(image_size, name="image_size"):
+def check_image_size(image_size, name="image_size"):
     """Returns `image_size` as a `(height, width)` pair of positive ints."""
     if isinstance(image_size, (int, np.integer)) and not isinstance(
         image_size, bool
@@ -39,14 +51,14 @@ def _image_size(image_size, name="image_size"):
     return size
 
 
-def _check_split(split):
+def check_split(split):
     if split not in SPLITS:
         raise ValueError(
             f"`split` must be one of {SPLITS}. Received: split={split!r}"
         )
 
 
-def _check_fraction(test_fraction):
+def check_fraction(test_fraction):
     if not isinstance(test_fraction, (int, float)) or not (
         0.0 < test_fraction < 1.0
     ):
@@ -56,7 +68,7 @@ def _check_fraction(test_fraction):
         )
 
 
-def _check_range(value, name):
+def check_range(value, name):
     try:
         low, high = (float(v) for v in value)
     except (TypeError, ValueError):
@@ -69,9 +81,9 @@ def _check_range(value, name):
     return low, high
 
 
-def _seed_pair(seed):
+def seed_pair(seed):
     """Returns a stateless seed: an int32 tensor of shape (2,)."""
-    tf = _tf()
+    tf = import_tensorflow()
     if isinstance(seed, (int, np.integer)):
         return tf.constant([int(seed), 0], tf.int32)
     return tf.cast(tf.convert_to_tensor(seed), tf.int32)

@@ -1,0 +1,20 @@
+"""Keras callbacks for AIM training loops, one per file.
+
+They act at the end of a Keras epoch, which `keras_aim.training.train`
+makes one logging window of `log_every` steps, and none reads a step's
+logs: Keras converts a step's logs to Python numbers (a host transfer) for
+any callback with a batch-end hook. That is why Keras' `CSVLogger` (keyed
+by epoch), `TensorBoard` and `TerminateOnNaN` (both per batch) and
+`ProgbarLogger` are not used by the training loop; these do the same jobs
+keyed by the optimizer step.
+
+- `StepLogger` (`step_logger.py`): `log.csv`, TensorBoard, progress.
+- `RunCheckpoint` (`run_checkpoint.py`): checkpoints, the NaN stop.
+- `ReconstructionGrid` (`reconstruction_grid.py`): next-patch figures.
+"""
+
+from keras_aim.callbacks.reconstruction_grid import ReconstructionGrid
+from keras_aim.callbacks.run_checkpoint import RunCheckpoint
+from keras_aim.callbacks.step_logger import StepLogger
+
+__all__ = ["ReconstructionGrid", "RunCheckpoint", "StepLogger"]
