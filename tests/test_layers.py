@@ -2,7 +2,6 @@
 eager calls, a fit step, mixed precision, `.keras` save/load), and values
 against NumPy where the layer has a formula."""
 
-import keras
 import numpy as np
 import pytest
 from conftest import to_numpy
@@ -206,29 +205,3 @@ def test_block_mask_batch_equal_to_heads_is_not_misread():
     alone1 = to_numpy(block(x[1:], attention_mask=causal[None]))
     np.testing.assert_allclose(both[0], alone0[0], atol=1e-5)
     np.testing.assert_allclose(both[1], alone1[0], atol=1e-5)
-
-
-def test_per_sample_masks_never_take_the_tpu_flash_path(monkeypatch):
-    from keras_aim.layers import transformer_block
-
-    assert transformer_block.flash_attention_setting(None, "tpu") is None
-    assert transformer_block.flash_attention_setting("mask", "tpu") is False
-    assert transformer_block.flash_attention_setting("mask", "gpu") is None
-    seen = []
-    original = keras.ops.dot_product_attention
-
-    def spy(*args, **kwargs):
-        seen.append(kwargs.get("flash_attention"))
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(transformer_block.ops, "dot_product_attention", spy)
-    monkeypatch.setattr(
-        transformer_block, "_accelerator_platform", lambda: "tpu"
-    )
-    block = layers.AIMTransformerBlock(hidden_dim=8, num_heads=2)
-    x = np.random.default_rng(6).normal(size=(2, 4, 8)).astype("float32")
-    mask = layers.prefix_causal_mask([1, 3], 4)
-    block(x, attention_mask=mask)
-    assert seen and set(seen) == {False}
-    block(x)
-    assert seen[-1] is None

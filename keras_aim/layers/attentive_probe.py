@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_aim.layers.dense import AIMDense
+from keras_aim.layers.transformer_block import flash_attention_setting
 from keras_aim.layers.transformer_block import merge_heads
 from keras_aim.layers.transformer_block import split_heads
 
@@ -134,6 +135,7 @@ class AIMAttentivePooling(keras.layers.Layer):
             split_heads(query, self.num_heads),
             split_heads(self.key(x), self.num_heads),
             split_heads(self.value(x), self.num_heads),
+            flash_attention=flash_attention_setting(),
         )
         pooled = merge_heads(pooled)[:, 0, :]
         return self.classifier(pooled)

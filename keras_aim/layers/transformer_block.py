@@ -27,19 +27,23 @@ def _accelerator_platform():
     return jax.devices()[0].platform
 
 
-def flash_attention_setting(attention_mask, platform=None):
-    """The `flash_attention` argument that keeps a per-sample mask intact.
+def flash_attention_setting(platform=None):
+    """The `flash_attention` argument for every `ops.dot_product_attention`.
 
-    Keras' TPU flash path (Splash attention) applies only the first
-    sample's mask (`mask[0]`) to the whole batch when the mask is concrete,
-    which would train every sample with one prefix. With a mask on a TPU
-    the flash path is therefore turned off; elsewhere Keras chooses (on
-    torch its SDPA kernels take the mask; on JAX GPU, cuDNN or XLA).
+    On TPU, Keras 3.15's flash path (Splash attention, taken by default)
+    is wrong for AIM with or without a mask: without one it builds a causal
+    mask, so bidirectional attention silently turns causal; with one it
+    applies the first sample's mask (`mask[0]`) to the whole batch; and it
+    leaves out the `head_dim ** -0.5` scale. On TPU the flash path is
+    therefore off (`False`); elsewhere Keras chooses (`None`: on torch its
+    SDPA kernels, on JAX GPU cuDNN or XLA). See `docs/accelerators.md`.
+
+    Args:
+        platform: `"tpu"`, `"gpu"` or `"cpu"`. Defaults to where JAX runs
+            (`None` on other backends).
     """
     platform = _accelerator_platform() if platform is None else platform
-    if attention_mask is not None and platform == "tpu":
-        return False
-    return None
+    return False if platform == "tpu" else None
 
 
 def attention_mask_for_heads(attention_mask):
@@ -159,7 +163,7 @@ class AIMTransformerBlock(keras.layers.Layer):
             split_heads(k, self.num_heads),
             split_heads(v, self.num_heads),
             mask=attention_mask_for_heads(attention_mask),
-            flash_attention=flash_attention_setting(attention_mask),
+            flash_attention=flash_attention_setting(),
         )
         x = x + self.attn_proj(merge_heads(attended))
         hidden = ops.gelu(self.mlp_fc1(self.norm_2(x)), approximate=False)
