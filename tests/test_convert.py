@@ -366,6 +366,7 @@ def test_cli_bfloat16_conversion(hub, tmp_path, capsys):
     assert "not empty" in capsys.readouterr().err
 
 
+@pytest.mark.large
 def test_cli_end_to_end(pth, pth_model, tmp_path):
     backbone_path, head_path, sd = pth
     out = str(tmp_path / "preset")

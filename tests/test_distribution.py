@@ -157,6 +157,7 @@ def run_worker(check, tmp_path, env, command=None):
     return output
 
 
+@pytest.mark.large(backend="jax")
 @pytest.mark.skipif(BACKEND != "jax", reason="keras.distribution is jax-only")
 def test_jax_2x4_mesh_shards_and_matches_one_device(tmp_path):
     output = run_worker(
@@ -189,6 +190,7 @@ def test_jax_2x4_mesh_shards_and_matches_one_device(tmp_path):
     assert orbax["restored_shape"] == [32 // 4, 96 // 2]
 
 
+@pytest.mark.large(backend="torch")
 @pytest.mark.skipif(BACKEND != "torch", reason="torch.distributed check")
 def test_torch_two_processes_match_one_process(tmp_path):
     torchrun = shutil.which("torchrun") or os.path.join(
@@ -226,6 +228,7 @@ def test_torch_two_processes_match_one_process(tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.large(backend="tensorflow")
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.distribute check")
 def test_tensorflow_mirrored_strategy_matches_one_device(tmp_path):
     output = run_worker("tensorflow", tmp_path, {})
@@ -275,6 +278,7 @@ def log_losses(folder):
     return training.read_log(os.path.join(folder, training.LOG_FILE))["loss"]
 
 
+@pytest.mark.large(backend="jax")
 @pytest.mark.skipif(BACKEND != "jax", reason="keras.distribution is jax-only")
 def test_pretrain_example_model_parallel_resumes_on_another_mesh(tmp_path):
     devices = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
@@ -301,6 +305,7 @@ def test_pretrain_example_model_parallel_resumes_on_another_mesh(tmp_path):
     )
 
 
+@pytest.mark.large(backend="torch")
 @pytest.mark.skipif(BACKEND != "torch", reason="torchrun check")
 def test_pretrain_example_under_torchrun(tmp_path):
     single = str(tmp_path / "single")

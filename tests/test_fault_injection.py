@@ -19,6 +19,7 @@ import time
 
 import keras
 import numpy as np
+import pytest
 
 import keras_aim
 from keras_aim import training
@@ -98,6 +99,7 @@ def backbone_weights(output_dir):
     return [keras.ops.convert_to_numpy(w) for w in backbone.weights]
 
 
+@pytest.mark.large
 def test_sigkill_at_several_points_then_resume(tmp_path):
     reference = str(tmp_path / "reference")
     result = subprocess.run(

@@ -439,7 +439,7 @@ def test_docstring_examples_run(module_name):
     assert result.attempted > 0 and result.failed == 0
 
 
-@pytest.mark.slow
+@pytest.mark.large
 def test_pretrainer_docstring_example_runs():
     from keras_aim.models.aim import aim_pretrainer as pretrainer
 

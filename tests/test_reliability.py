@@ -143,6 +143,7 @@ with RunLock(sys.argv[1]):
 """
 
 
+@pytest.mark.large
 def test_a_second_writer_is_refused_and_a_dead_one_recovered(tmp_path):
     folder = str(tmp_path / "run")
     os.makedirs(folder)
