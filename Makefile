@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 # `make pretrain KERAS_BACKEND=torch`.
 KERAS_BACKEND ?= jax
 
-.PHONY: install pretrain test test-slow
+.PHONY: install pretrain test test-slow test-all
 
 $(VENV)/.installed: requirements-cpu.txt setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,4 +26,9 @@ test: install
 	$(PY) tests/run_all_backends.py
 
 test-slow: install
+	$(PY) tests/run_all_backends.py --run-slow
+
+# Everything on every backend (what CI runs). Until the test tiers land
+# (`large` / `extra_large` markers), this is the suite with the slow tests.
+test-all: install
 	$(PY) tests/run_all_backends.py --run-slow
