@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 # `make pretrain KERAS_BACKEND=torch`.
 KERAS_BACKEND ?= jax
 
-.PHONY: install pretrain test test-all
+.PHONY: install pretrain test test-all device-bundle device-dry-run
 
 $(VENV)/.installed: requirements-cpu.txt setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,3 +29,17 @@ test: install
 
 test-all: install
 	$(PY) tools/run_tests.py --all
+
+# Wheels for the lent accelerator machine (no network; maybe no Keras):
+# the project, Keras and what it needs, for this Python unless
+# DEVICE_PYTHON=3.12 (say) names the device's. See benchmarks/device/.
+DEVICE_PYTHON ?=
+device-bundle: install
+	rm -rf device-bundle && mkdir device-bundle
+	$(PY) -m pip wheel --quiet --no-deps -w device-bundle .
+	$(PY) -m pip download --quiet -d device-bundle --only-binary=:all: \
+	  $(if $(DEVICE_PYTHON),--python-version $(DEVICE_PYTHON)) \
+	  keras absl-py safetensors
+
+device-dry-run: install
+	PYTHON=$(PY) benchmarks/device/run.sh --dry-run

@@ -24,7 +24,7 @@ def run_script(name, *args):
     return result.stdout
 
 
-@pytest.mark.large
+@pytest.mark.extra_large
 def test_training_overhead_smoke(tmp_path):
     output = str(tmp_path / "overhead.json")
     backend = keras.backend.backend()
@@ -91,7 +91,7 @@ def test_plan_table_and_its_parameter_formula(tmp_path):
         )
 
 
-@pytest.mark.large
+@pytest.mark.extra_large
 @pytest.mark.skipif(
     keras.backend.backend() != "jax",
     reason="loads run on the backend given by --backend; checked once",
@@ -117,7 +117,7 @@ def test_conversion_memory_smoke(tmp_path):
     assert not (tmp_path / "work").exists()  # scratch removed without --keep
 
 
-@pytest.mark.large
+@pytest.mark.extra_large
 def test_inference_benchmark_smoke(tmp_path):
     """The speed benchmark at a tiny size: every column, both dtypes."""
     backend = keras.backend.backend()
@@ -157,7 +157,7 @@ def test_inference_benchmark_smoke(tmp_path):
     assert result["attention"][backend]["max_difference"] < 1e-4
 
 
-@pytest.mark.large
+@pytest.mark.extra_large
 def test_train_step_benchmark_smoke(tmp_path):
     """The pre-training step benchmark at a tiny size, against plain torch."""
     backend = keras.backend.backend()

@@ -278,7 +278,7 @@ def log_losses(folder):
     return training.read_log(os.path.join(folder, training.LOG_FILE))["loss"]
 
 
-@pytest.mark.large(backend="jax")
+@pytest.mark.extra_large
 @pytest.mark.skipif(BACKEND != "jax", reason="keras.distribution is jax-only")
 def test_pretrain_example_model_parallel_resumes_on_another_mesh(tmp_path):
     devices = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
