@@ -35,6 +35,8 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
+    global FAST_XLA
+    FAST_XLA = configure_fast_xla()
     config.addinivalue_line(
         "markers",
         "large(backend=None): a heavy check (a subprocess, a training run); "
@@ -48,6 +50,7 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: an alias of `large`")
 
 
+FAST_XLA = False
 # Where `--run_large=once` runs a backend-neutral large test.
 NEUTRAL_BACKEND = "jax"
 
@@ -91,10 +94,28 @@ def pytest_collection_modifyitems(config, items):
                 )
 
 
+def configure_fast_xla():
+    """`KERAS_AIM_FAST_XLA=1` (set by `make test`): on jax, skip most XLA
+    optimisations. The tiny test models compile far more than they compute;
+    this cuts the jax tier's CPU time by about a third with the same
+    semantics (numerical checks keep their tolerances). `make test-all`
+    runs with XLA's full optimisation, as users do."""
+    import keras
+
+    if os.environ.get("KERAS_AIM_FAST_XLA") == "1":
+        if keras.backend.backend() == "jax":
+            import jax
+
+            jax.config.update("jax_disable_most_optimizations", True)
+            return True
+    return False
+
+
 def pytest_report_header(config):
     import keras
 
-    return f"keras {keras.__version__}, backend {keras.backend.backend()}"
+    fast = " (XLA: most optimisations off)" if FAST_XLA else ""
+    return f"keras {keras.__version__}, backend {keras.backend.backend()}{fast}"
 
 
 @pytest.fixture(autouse=True)

@@ -41,8 +41,10 @@ def tier_options(run_all):
     return ["--run_large=once"]
 
 
-def run_backend(backend, workers, options):
+def run_backend(backend, workers, options, fast_xla):
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+    if fast_xla:  # see tests/conftest.py
+        env["KERAS_AIM_FAST_XLA"] = "1"
     command = [sys.executable, "-m", "pytest", "tests", "-q", "-ra"]
     command += ["--durations=15", "--durations-min=1.0"]
     if workers > 1:
@@ -85,7 +87,9 @@ def main():
     results = {}
     options = tier_options(args.all) + extra
     for backend in args.backends.split(","):
-        results[backend] = run_backend(backend, args.workers, options)
+        results[backend] = run_backend(
+            backend, args.workers, options, fast_xla=not args.all
+        )
 
     print("\n===== per-backend results")
     print(
