@@ -17,36 +17,10 @@ Writes `metrics.json` (`top1`, `top5`, `num_test`) and `confusion.png`.
 
 import os
 import sys
-import time
-
-from absl import app
-from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import example_utils  # noqa: E402
-
-
-def define_flags():
-    """Defines the flags (only when run as a script: the tests import it)."""
-    flags.DEFINE_string("preset", None, "Classifier preset: name or folder.")
-    flags.DEFINE_string(
-        "dataset", "digits", "digits, photos, tfds:NAME[:SPLIT] or a folder."
-    )
-    flags.DEFINE_string(
-        "probe_layers",
-        None,
-        "For released presets: best or last (which released head).",
-    )
-    flags.DEFINE_enum(
-        "split", "auto", ["auto", "train", "test", "all"], "Split to evaluate."
-    )
-    flags.DEFINE_integer("batch_size", 64, "Images per forward pass.")
-    flags.DEFINE_string(
-        "output_dir", "runs/evaluate", "Where to write results."
-    )
-
-
-FLAGS = flags.FLAGS
+import scaffold  # noqa: E402
 
 
 def run(
@@ -104,26 +78,26 @@ def run(
     )
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise ValueError(f"Unexpected arguments: {argv[1:]}")
-    begin = time.time()
-    metrics = run(
-        FLAGS.preset,
-        FLAGS.dataset,
-        FLAGS.probe_layers,
-        FLAGS.split,
-        FLAGS.batch_size,
-        FLAGS.output_dir,
-        verbose=example_utils.verbosity(),
-    )
+def report(metrics, settings):
     example_utils.print_metrics(metrics, "evaluation")
-    print(f"Wall time {time.time() - begin:.0f} s.")
 
+
+SCRIPT = scaffold.Script(
+    run,
+    scaffold.flag("preset", help="Classifier preset: name or folder."),
+    scaffold.flag("dataset"),
+    scaffold.flag(
+        "probe_layers",
+        help="For released presets: best or last (which released head).",
+    ),
+    scaffold.flag("split"),
+    scaffold.flag("batch_size", help="Images per forward pass."),
+    scaffold.flag("output_dir"),
+    report=report,
+    extra=scaffold.terminal_verbose,
+)
+main = SCRIPT.main
+define_flags = SCRIPT.define_flags
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(
-        lambda argv: example_utils.run_script(main, argv),
-        flags_parser=example_utils.parse_flags,
-    )
+    SCRIPT.cli()

@@ -1,24 +1,17 @@
-"""Helpers shared by the example scripts: settings and held-out images.
+"""Helpers shared by the example scripts: models, data and reports.
 
-The scripts import this file by name (`python examples/NAME.py` puts this
+The command line itself (flags, entry points, exit codes) is `scaffold.py`.
+The scripts import both files by name (`python examples/NAME.py` puts this
 folder on `sys.path`). keras_aim (and so Keras) is imported inside the
 functions, so that `--help` stays fast.
 """
 
+import contextlib
 import json
 import math
 import os
-import sys
 
 import numpy as np
-
-EXIT_BAD_SETTINGS = 2
-EXIT_DIVERGED = 3
-
-
-def default_image_size(source):
-    """The training image size `keras_aim.data` uses for `source`."""
-    return {"digits": 16, "photos": 32}.get(source, 224)
 
 
 def build_backbone(image_shape, preset=None, **architecture):
@@ -36,6 +29,67 @@ def build_backbone(image_shape, preset=None, **architecture):
             preset, load_weights=False, image_shape=image_shape
         )
     return AIMBackbone(image_shape=image_shape, **architecture)
+
+
+def build_pretrainer(
+    image_shape,
+    total_steps,
+    batch_size,
+    learning_rate,
+    preset=None,
+    architecture=None,
+    head=None,
+    seed=0,
+    warmup_fraction=0.05,
+    weight_decay=0.05,
+):
+    """A random-init backbone and its compiled `AIMPretrainer`.
+
+    Args:
+        image_shape: `(H, W, C)` of the training images.
+        total_steps: the length of the learning-rate schedule.
+        batch_size: images per step.
+        learning_rate: the peak learning rate, at `batch_size`.
+        preset: as in `build_backbone`; `architecture` is its other
+            arguments.
+        head: `AIMPretrainer` arguments (pixel head, attention, order).
+        seed: of the pretrainer (prefixes, head initialisation).
+        warmup_fraction, weight_decay: of the AdamW recipe.
+
+    Returns:
+        `(backbone, pretrainer)`.
+    """
+    from keras_aim import optimizers
+    from keras_aim.models.aim.aim_pretrainer import AIMPretrainer
+
+    backbone = build_backbone(image_shape, preset, **(architecture or {}))
+    pretrainer = AIMPretrainer(backbone, seed=seed, **(head or {}))
+    pretrainer.compile(
+        optimizer=optimizers.pretraining_optimizer(
+            total_steps,
+            batch_size,
+            base_learning_rate=learning_rate,
+            base_batch_size=batch_size,
+            warmup_fraction=warmup_fraction,
+            weight_decay=weight_decay,
+        )
+    )
+    return backbone, pretrainer
+
+
+@contextlib.contextmanager
+def dtype_policy(name):
+    """Keras' dtype policy set to `name` (unchanged if `None`) inside the
+    block, and restored after it."""
+    import keras
+
+    previous = keras.config.dtype_policy()
+    if name:
+        keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def training_set_size(source):
@@ -127,40 +181,42 @@ def held_out_images(source, image_size, count=8, seed=0):
     ), "training images (no held-out split)"
 
 
+def write_pretraining_report(
+    pretrainer, source, image_size, output_dir, num_preview=8, seed=0
+):
+    """Writes the loss curve, the reconstruction grid and the backbone.
+
+    Returns:
+        `{"loss_plot": path, "reconstructions": path, "backbone": path}`.
+    """
+    from keras_aim import training
+    from keras_aim.callbacks import ReconstructionGrid
+    from keras_aim.utils import plots
+
+    files = {
+        "loss_plot": plots.plot_loss_curve(
+            os.path.join(output_dir, training.LOG_FILE),
+            os.path.join(output_dir, "loss.png"),
+        )
+    }
+    if num_preview:
+        images, what = held_out_images(source, image_size, num_preview, seed)
+        grid = ReconstructionGrid(
+            images,
+            os.path.join(output_dir, "reconstructions.png"),
+            title=f"{what}: original | next-patch prediction (causal; each "
+            "patch de-normalised with its target's mean and std)",
+        )
+        grid.set_model(pretrainer)
+        grid.on_epoch_end(0)
+        files["reconstructions"] = grid.written[-1]
+    backbone_dir = os.path.join(output_dir, "backbone")
+    pretrainer.backbone.save_to_preset(backbone_dir)
+    files["backbone"] = backbone_dir
+    return files
+
+
 # --- The downstream scripts: probe, finetune, extract_features, evaluate ---
-
-
-def parse_flags(argv):
-    """absl flag parsing; bad flags exit 2 with one line (the contract)."""
-    from absl import flags
-
-    try:
-        return flags.FLAGS(argv)
-    except flags.Error as error:
-        fail(error)
-
-
-def fail(error):
-    """Prints a one-line error to stderr and exits with status 2."""
-    message = " ".join(str(error).split())
-    print(f"ERROR: {message}", file=sys.stderr)
-    sys.exit(EXIT_BAD_SETTINGS)
-
-
-def run_script(main, argv):
-    """Runs `main(argv)`; bad input (ValueError, missing file) exits 2."""
-    from absl import logging
-
-    logging.set_verbosity(logging.WARNING)
-    try:
-        return main(argv)
-    except (ValueError, FileNotFoundError, ImportError) as error:
-        fail(error)
-
-
-def verbosity():
-    """Keras `verbose`: a progress bar on a terminal, a line per epoch else."""
-    return 1 if sys.stdout.isatty() else 2
 
 
 def output_folder(path):

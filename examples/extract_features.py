@@ -12,33 +12,10 @@ the data has them.
 
 import os
 import sys
-import time
-
-from absl import app
-from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import example_utils  # noqa: E402
-
-
-def define_flags():
-    """Defines the flags (only when run as a script: the tests import it)."""
-    flags.DEFINE_string(
-        "preset", None, "Preset name, Keras preset or hub folder."
-    )
-    flags.DEFINE_string(
-        "dataset", "digits", "digits, photos, tfds:NAME[:SPLIT] or a folder."
-    )
-    flags.DEFINE_list("layers", ["final"], "Blocks I,J,... and/or final.")
-    flags.DEFINE_enum("pool", "none", ["none", "mean"], "Token pooling.")
-    flags.DEFINE_enum(
-        "split", "auto", ["auto", "train", "test", "all"], "Split to extract."
-    )
-    flags.DEFINE_integer("batch_size", 64, "Images per forward pass.")
-    flags.DEFINE_string("output_dir", "runs/features", "Where to write.")
-
-
-FLAGS = flags.FLAGS
+import scaffold  # noqa: E402
 
 
 def parse_layers(layers, num_layers):
@@ -120,28 +97,26 @@ def run(
     return {name: array.shape for name, array in out.items()}, path
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise ValueError(f"Unexpected arguments: {argv[1:]}")
-    begin = time.time()
-    shapes, path = run(
-        FLAGS.preset,
-        FLAGS.dataset,
-        FLAGS.layers,
-        FLAGS.pool,
-        FLAGS.split,
-        FLAGS.batch_size,
-        FLAGS.output_dir,
-        verbose=example_utils.verbosity(),
-    )
+def report(result, settings):
+    shapes, path = result
     listing = ", ".join(f"{k} {v}" for k, v in shapes.items())
     print(f"Wrote {path}: {listing}.")
-    print(f"Wall time {time.time() - begin:.0f} s.")
 
+
+SCRIPT = scaffold.Script(
+    run,
+    scaffold.flag("preset"),
+    scaffold.flag("dataset"),
+    scaffold.flag("layers", "list", "Blocks I,J,... and/or final."),
+    scaffold.flag("pool", "enum", "Token pooling.", values=("none", "mean")),
+    scaffold.flag("split"),
+    scaffold.flag("batch_size", help="Images per forward pass."),
+    scaffold.flag("output_dir"),
+    report=report,
+    extra=scaffold.terminal_verbose,
+)
+main = SCRIPT.main
+define_flags = SCRIPT.define_flags
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(
-        lambda argv: example_utils.run_script(main, argv),
-        flags_parser=example_utils.parse_flags,
-    )
+    SCRIPT.cli()

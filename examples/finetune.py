@@ -20,44 +20,10 @@ and, with LoRA, `lora.weights.h5` (the LoRA matrices alone, for
 
 import os
 import sys
-import time
-
-from absl import app
-from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import example_utils  # noqa: E402
-
-
-def define_flags():
-    """Defines the flags (only when run as a script: the tests import it)."""
-    flags.DEFINE_string(
-        "preset", None, "Preset name, Keras preset or hub folder."
-    )
-    flags.DEFINE_string(
-        "dataset", "digits", "digits, photos, tfds:NAME[:SPLIT] or a folder."
-    )
-    flags.DEFINE_integer("lora_rank", 8, "LoRA rank; 0 = full fine-tuning.")
-    flags.DEFINE_float(
-        "layer_decay",
-        1.0,
-        "Layer-wise learning-rate decay in (0, 1]; 1 = none.",
-    )
-    flags.DEFINE_string(
-        "probe_layers", None, "best, last or I,J,... for the head."
-    )
-    flags.DEFINE_enum("probe", "attentive", ["attentive", "linear"], "Head.")
-    flags.DEFINE_integer("epochs", 10, "Passes over the training split.")
-    flags.DEFINE_integer("batch_size", 32, "Examples per step.")
-    flags.DEFINE_float("learning_rate", 1e-3, "Peak learning rate (AdamW).")
-    flags.DEFINE_float("weight_decay", 0.05, "AdamW weight decay.")
-    flags.DEFINE_integer("seed", 0, "Seed of the new weights and batch order.")
-    flags.DEFINE_string(
-        "output_dir", "runs/finetune", "Where to write results."
-    )
-
-
-FLAGS = flags.FLAGS
+import scaffold  # noqa: E402
 
 
 def run(
@@ -144,35 +110,41 @@ def run(
     )
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise ValueError(f"Unexpected arguments: {argv[1:]}")
-    begin = time.time()
-    metrics = run(
-        FLAGS.preset,
-        FLAGS.dataset,
-        FLAGS.lora_rank,
-        FLAGS.layer_decay,
-        FLAGS.probe_layers,
-        FLAGS.probe,
-        FLAGS.epochs,
-        FLAGS.batch_size,
-        FLAGS.learning_rate,
-        FLAGS.weight_decay,
-        FLAGS.seed,
-        FLAGS.output_dir,
-        verbose=example_utils.verbosity(),
-    )
-    what = f"LoRA rank {FLAGS.lora_rank}" if FLAGS.lora_rank else "fine-tuning"
+def report(metrics, settings):
+    rank = settings["lora_rank"]
+    what = f"LoRA rank {rank}" if rank else "fine-tuning"
     example_utils.print_metrics(
         metrics, f"{what} ({metrics['trainable_parameters']:,} trainable)"
     )
-    print(f"Wall time {time.time() - begin:.0f} s.")
 
+
+SCRIPT = scaffold.Script(
+    run,
+    scaffold.flag("preset"),
+    scaffold.flag("dataset"),
+    scaffold.flag(
+        "lora_rank", "integer", "LoRA rank; 0 = full fine-tuning.", minimum=0
+    ),
+    scaffold.flag(
+        "layer_decay",
+        "float",
+        "Layer-wise learning-rate decay in (0, 1]; 1 = none.",
+        positive=True,
+        maximum=1.0,
+    ),
+    scaffold.flag("probe_layers", help="best, last or I,J,... for the head."),
+    scaffold.flag("probe"),
+    scaffold.flag("epochs"),
+    scaffold.flag("batch_size"),
+    scaffold.flag("learning_rate"),
+    scaffold.flag("weight_decay"),
+    scaffold.flag("seed", help="Seed of the new weights and batch order."),
+    scaffold.flag("output_dir"),
+    report=report,
+    extra=scaffold.terminal_verbose,
+)
+main = SCRIPT.main
+define_flags = SCRIPT.define_flags
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(
-        lambda argv: example_utils.run_script(main, argv),
-        flags_parser=example_utils.parse_flags,
-    )
+    SCRIPT.cli()

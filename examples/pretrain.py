@@ -30,17 +30,14 @@ import functools
 import json
 import os
 import sys
-import time
-
-from absl import app
-from absl import flags
-from absl import logging
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import example_utils  # noqa: E402
+import scaffold  # noqa: E402
 
-EXIT_BAD_SETTINGS = example_utils.EXIT_BAD_SETTINGS
-EXIT_DIVERGED = example_utils.EXIT_DIVERGED
+EXIT_BAD_SETTINGS = scaffold.EXIT_BAD_SETTINGS
+EXIT_DIVERGED = scaffold.EXIT_DIVERGED
+DEFAULT_STEPS = 400
 
 # Flag defaults; `run(**overrides)` takes the same names.
 DEFAULTS = dict(
@@ -53,9 +50,9 @@ DEFAULTS = dict(
     head_num_layers=2,
     token_order="raster",
     dataset="digits",
-    image_size=None,
+    image_size=None,  # the data's (scaffold.default_image_size)
     batch_size=128,
-    steps=400,
+    steps=None,  # DEFAULT_STEPS, unless `epochs` sets them
     epochs=None,
     learning_rate=1e-3,
     scale_learning_rate=False,
@@ -79,7 +76,12 @@ DEFAULTS = dict(
     probe_learning_rate=1e-2,
     verbose=1,
 )
-# Settings that change the loss curve: a resumed run must share them.
+ARCHITECTURE = ("patch_size", "hidden_dim", "num_layers", "num_heads")
+HEAD = ("head_hidden_dim", "head_num_layers", "token_order")
+# Settings that leave the loss curve as it is (where and how often the run
+# writes, what it reports after training, how the work is spread): a
+# resumed run may change them. Every other setting is in the checkpoints'
+# fingerprint, and a resumed run must share it.
 NOT_IN_FINGERPRINT = (
     "output_dir",
     "checkpoint_every",
@@ -96,152 +98,6 @@ NOT_IN_FINGERPRINT = (
     "verbose",
 )
 
-FLAGS = flags.FLAGS
-
-
-def define_flags():
-    """Defines the flags (when run as a script; tests call it too)."""
-    d = DEFAULTS
-    flags.DEFINE_enum(
-        "preset",
-        d["preset"],
-        ["aim_600m", "aim_1b", "aim_3b", "aim_7b"],
-        "Released architecture to train from scratch (no weights are loaded); "
-        "overrides --hidden_dim/--num_layers/--num_heads/--patch_size.",
-    )
-    flags.DEFINE_integer("hidden_dim", d["hidden_dim"], "Trunk width.")
-    flags.DEFINE_integer("num_layers", d["num_layers"], "Trunk blocks.")
-    flags.DEFINE_integer("num_heads", d["num_heads"], "Attention heads.")
-    flags.DEFINE_integer("patch_size", d["patch_size"], "Patch size in pixels.")
-    flags.DEFINE_integer(
-        "head_hidden_dim",
-        d["head_hidden_dim"],
-        "Pixel-head width (paper: 2048).",
-    )
-    flags.DEFINE_integer(
-        "head_num_layers",
-        d["head_num_layers"],
-        "Pixel-head blocks (paper: 12).",
-    )
-    flags.DEFINE_enum(
-        "token_order",
-        d["token_order"],
-        ["raster", "spiral", "checkerboard", "random"],
-        "Order in which patches are predicted.",
-    )
-    flags.DEFINE_string(
-        "dataset",
-        d["dataset"],
-        "'digits' or 'photos' (built in), 'tfds:NAME[:SPLIT]' or an image "
-        "folder.",
-    )
-    flags.DEFINE_integer(
-        "image_size",
-        d["image_size"],
-        "Training image size; default 16 (digits), 32 (photos) or 224.",
-    )
-    flags.DEFINE_integer("batch_size", d["batch_size"], "Images per step.")
-    flags.DEFINE_integer(
-        "steps", d["steps"], "Optimizer steps of the whole run."
-    )
-    flags.DEFINE_float(
-        "epochs",
-        d["epochs"],
-        "Passes over the training images (digits or a folder); replaces "
-        "--steps.",
-    )
-    flags.DEFINE_float(
-        "learning_rate",
-        d["learning_rate"],
-        "Peak learning rate (at --base_batch_size when --scale_learning_rate).",
-    )
-    flags.DEFINE_bool(
-        "scale_learning_rate",
-        d["scale_learning_rate"],
-        "Scale --learning_rate by batch_size / --base_batch_size (the paper's "
-        "linear rule: 1e-3 at 4096).",
-    )
-    flags.DEFINE_integer(
-        "base_batch_size",
-        d["base_batch_size"],
-        "Batch size at which --learning_rate applies when scaling.",
-    )
-    flags.DEFINE_float(
-        "warmup_fraction",
-        d["warmup_fraction"],
-        "Linear warm-up share of the steps, then cosine decay to 0 (paper: "
-        "0.025).",
-    )
-    flags.DEFINE_float("weight_decay", d["weight_decay"], "AdamW weight decay.")
-    flags.DEFINE_boolean(
-        "color_jitter", d["color_jitter"], "Add colour jitter (p 0.8)."
-    )
-    flags.DEFINE_integer("seed", d["seed"], "Seed of weights, data, prefixes.")
-    flags.DEFINE_string(
-        "output_dir", d["output_dir"], "Where to write the run."
-    )
-    flags.DEFINE_integer(
-        "checkpoint_every", d["checkpoint_every"], "Steps between checkpoints."
-    )
-    flags.DEFINE_integer(
-        "log_every",
-        d["log_every"],
-        "Steps per log.csv row (their mean loss); 1 logs every step. Between "
-        "rows the steps run with no host transfer.",
-    )
-    flags.DEFINE_integer(
-        "keep_checkpoints", d["keep_checkpoints"], "Checkpoints to keep."
-    )
-    flags.DEFINE_boolean(
-        "resume",
-        d["resume"],
-        "Resume from the last checkpoint in --output_dir; --noresume deletes "
-        "the previous log and checkpoints there and starts over.",
-    )
-    flags.DEFINE_boolean(
-        "mixed_precision",
-        d["mixed_precision"],
-        "Train with the mixed_bfloat16 policy (paper: bfloat16).",
-    )
-    flags.DEFINE_integer(
-        "num_preview", d["num_preview"], "Held-out images in the preview grid."
-    )
-    flags.DEFINE_enum(
-        "distribution",
-        d["distribution"],
-        ["none", "data", "model"],
-        "data: keras DataParallel (jax), torchrun processes (torch), "
-        "MirroredStrategy (tensorflow); model: ModelParallel with the AIM "
-        "layout map (jax).",
-    )
-    flags.DEFINE_string(
-        "mesh",
-        d["mesh"],
-        "BATCHxMODEL device mesh for --distribution=model (e.g. 2x4); Nx1 "
-        "gives tensorflow N logical CPU replicas.",
-    )
-    flags.DEFINE_boolean(
-        "remat",
-        d["remat"],
-        "Recompute each block's activations in the backward pass "
-        "(keras.RematScope): less memory, about a third more compute.",
-    )
-    flags.DEFINE_boolean(
-        "probe",
-        d["probe"],
-        "After training, attentive-probe the trained trunk and its random twin "
-        "(the same initial weights) on the labelled built-in data.",
-    )
-    flags.DEFINE_integer(
-        "probe_epochs", d["probe_epochs"], "Epochs of each attentive probe."
-    )
-    flags.DEFINE_float(
-        "probe_learning_rate",
-        d["probe_learning_rate"],
-        "Peak learning rate of the probes.",
-    )
-    flags.DEFINE_integer("verbose", d["verbose"], "1: progress bar; 0: quiet.")
-
 
 def run(callbacks=(), **overrides):
     """Runs the pre-training example; returns a summary dict.
@@ -254,22 +110,14 @@ def run(callbacks=(), **overrides):
         keras_aim.training.TrainingDivergedError: NaN or infinite loss.
         ValueError: bad settings or an unwritable `output_dir`.
     """
-    unknown = sorted(set(overrides) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"Unknown settings {unknown}; known: {list(DEFAULTS)}")
-    config = {**DEFAULTS, **overrides}
-    from keras_aim import training
-
-    # Fail on an unwritable folder, or one in use, before anything slow.
-    output_dir = training.prepare_output_dir(config["output_dir"])
-    if not example_utils.chief_process():
-        # A data-parallel worker writes nothing; the chief holds the lock.
-        return _run_locked(config, output_dir, overrides, callbacks)
-    with training.RunLock(output_dir):
-        return _run_locked(config, output_dir, overrides, callbacks)
+    config = scaffold.settings(DEFAULTS, overrides)
+    # A data-parallel worker writes nothing; its chief holds the lock.
+    lock = example_utils.chief_process()
+    with scaffold.run_folder(config["output_dir"], lock) as output_dir:
+        return _run_locked(config, output_dir, callbacks)
 
 
-def _run_locked(config, output_dir, overrides, callbacks):
+def _run_locked(config, output_dir, callbacks):
     import keras
 
     from keras_aim import data
@@ -278,15 +126,14 @@ def _run_locked(config, output_dir, overrides, callbacks):
     from keras_aim.distribution.setup import RunDistribution
 
     source = config["dataset"]
-    image_size = config["image_size"] or example_utils.default_image_size(
-        source
-    )
+    image_size = config["image_size"] or scaffold.default_image_size(source)
+    steps = config["steps"]
     total_steps = example_utils.resolve_steps(
         source,
         config["batch_size"],
-        config["steps"],
+        DEFAULT_STEPS if steps is None else steps,
         config["epochs"],
-        steps_given="steps" in overrides,
+        steps_given=steps is not None,
     )
     config["image_size"], config["steps"] = image_size, total_steps
     peak = config["learning_rate"]
@@ -307,19 +154,26 @@ def _run_locked(config, output_dir, overrides, callbacks):
     spread.check_config(
         arch["hidden_dim"], arch["num_heads"], config["head_hidden_dim"]
     )
-    previous_policy = keras.config.dtype_policy()
     keras.utils.set_random_seed(config["seed"])
-    if config["mixed_precision"]:
-        keras.config.set_dtype_policy("mixed_bfloat16")
-    try:
+    policy = "mixed_bfloat16" if config["mixed_precision"] else None
+    with example_utils.dtype_policy(policy):
         with contextlib.ExitStack() as scopes:
             scopes.enter_context(spread.scope())
             if config["remat"]:
                 from keras_aim.distribution.remat import remat_scope
 
                 scopes.enter_context(remat_scope(arch["num_layers"]))
-            backbone, pretrainer = build_pretrainer(
-                config, image_size, total_steps, peak
+            backbone, pretrainer = example_utils.build_pretrainer(
+                (image_size, image_size, 3),
+                total_steps,
+                config["batch_size"],
+                peak,
+                config["preset"],
+                {k: config[k] for k in ARCHITECTURE},
+                {k: config[k] for k in HEAD},
+                seed=config["seed"],
+                warmup_fraction=config["warmup_fraction"],
+                weight_decay=config["weight_decay"],
             )
         spread.prepare(pretrainer)
         dataset = functools.partial(
@@ -332,7 +186,6 @@ def _run_locked(config, output_dir, overrides, callbacks):
             num_shards=spread.num_shards,
             shard_index=spread.shard_index,
         )
-        dataset = _start_batch_factory(dataset)
         fingerprint = {
             k: v for k, v in config.items() if k not in NOT_IN_FINGERPRINT
         }
@@ -357,7 +210,7 @@ def _run_locked(config, output_dir, overrides, callbacks):
             backbone.save_to_preset(initial)
         result = training.train(
             pretrainer,
-            dataset,
+            lambda start_batch: dataset(start_batch=start_batch),
             total_steps,
             output_dir,
             checkpoint_every=config["checkpoint_every"],
@@ -376,142 +229,69 @@ def _run_locked(config, output_dir, overrides, callbacks):
                 "step": result.step,
                 "interrupted": result.interrupted,
             }
-        summary = {
-            "backend": keras.backend.backend(),
-            "distribution": spread.describe(),
-            "start_step": result.start_step,
-            "step": result.step,
-            "total_steps": total_steps,
-            "train_seconds": round(result.seconds, 1),
-            "interrupted": result.interrupted,
-            "files": {
-                "log": os.path.join(output_dir, training.LOG_FILE),
-                "tensorboard": os.path.join(
-                    output_dir, training.TENSORBOARD_DIR
-                ),
-                "checkpoint": result.checkpoint,
-            },
-        }
-        if result.interrupted is None:
-            summary["files"].update(
-                write_report(
-                    pretrainer,
-                    source,
-                    image_size,
-                    output_dir,
-                    config["num_preview"],
-                    config["seed"],
-                )
-            )
-        if result.interrupted is None and config["probe"]:
-            summary["probe"] = example_utils.probe_against_twin(
-                backbone,
-                initial,
-                source,
-                output_dir,
-                epochs=config["probe_epochs"],
-                learning_rate=config["probe_learning_rate"],
-                seed=config["seed"],
-                verbose=config["verbose"],
-            )
-            if summary["probe"] is not None:
-                summary["files"].update(summary["probe"].pop("files"))
-        log = training.read_log(summary["files"]["log"])
-        loss = log["loss"]
-        summary["first_loss"] = float(loss[0]) if len(loss) else None
-        summary["first_step"] = int(log["step"][0]) if len(loss) else None
-        summary["last_loss"] = float(loss[-1]) if len(loss) else None
-        summary["files"]["summary"] = os.path.join(output_dir, "summary.json")
-        with open(summary["files"]["summary"], "w") as f:
-            json.dump(summary, f, indent=1)
-        return summary
-    finally:
-        keras.config.set_dtype_policy(previous_policy)
+        return _report_run(config, result, spread, pretrainer, output_dir)
 
 
-def build_pretrainer(config, image_size, total_steps, peak):
-    """The backbone and the compiled pretrainer of a run's settings."""
-    from keras_aim import optimizers
-    from keras_aim.models.aim.aim_pretrainer import AIMPretrainer
+def _report_run(config, result, spread, pretrainer, output_dir):
+    """Writes the report files and `summary.json`; returns the summary."""
+    import keras
 
-    backbone = example_utils.build_backbone(
-        (image_size, image_size, 3),
-        config["preset"],
-        patch_size=config["patch_size"],
-        hidden_dim=config["hidden_dim"],
-        num_layers=config["num_layers"],
-        num_heads=config["num_heads"],
-    )
-    pretrainer = AIMPretrainer(
-        backbone,
-        head_hidden_dim=config["head_hidden_dim"],
-        head_num_layers=config["head_num_layers"],
-        token_order=config["token_order"],
-        seed=config["seed"],
-    )
-    pretrainer.compile(
-        optimizer=optimizers.pretraining_optimizer(
-            total_steps,
-            config["batch_size"],
-            base_learning_rate=peak,
-            base_batch_size=config["batch_size"],
-            warmup_fraction=config["warmup_fraction"],
-            weight_decay=config["weight_decay"],
-        )
-    )
-    return backbone, pretrainer
-
-
-def _start_batch_factory(build):
-    """`start_batch -> dataset`: `train` asks for the stream from the step it
-    resumes at (O(1): no consumed batch is read again)."""
-
-    def factory(start_batch):
-        return build(start_batch=start_batch)
-
-    return factory
-
-
-def write_report(
-    pretrainer, source, image_size, output_dir, num_preview=8, seed=0
-):
-    """Writes the loss curve, the reconstruction grid and the backbone.
-
-    Returns:
-        `{"loss_plot": path, "reconstructions": path, "backbone": path}`.
-    """
     from keras_aim import training
-    from keras_aim.callbacks import ReconstructionGrid
-    from keras_aim.utils import plots
 
-    files = {
-        "loss_plot": plots.plot_loss_curve(
-            os.path.join(output_dir, training.LOG_FILE),
-            os.path.join(output_dir, "loss.png"),
-        )
+    summary = {
+        "backend": keras.backend.backend(),
+        "distribution": spread.describe(),
+        "start_step": result.start_step,
+        "step": result.step,
+        "total_steps": config["steps"],
+        "train_seconds": round(result.seconds, 1),
+        "interrupted": result.interrupted,
+        "files": {
+            "log": os.path.join(output_dir, training.LOG_FILE),
+            "tensorboard": os.path.join(output_dir, training.TENSORBOARD_DIR),
+            "checkpoint": result.checkpoint,
+        },
     }
-    if num_preview:
-        images, what = example_utils.held_out_images(
-            source, image_size, num_preview, seed
+    source, seed = config["dataset"], config["seed"]
+    if result.interrupted is None:
+        summary["files"].update(
+            example_utils.write_pretraining_report(
+                pretrainer,
+                source,
+                config["image_size"],
+                output_dir,
+                config["num_preview"],
+                seed,
+            )
         )
-        grid = ReconstructionGrid(
-            images,
-            os.path.join(output_dir, "reconstructions.png"),
-            title=f"{what}: original | next-patch prediction (causal; each "
-            "patch de-normalised with its target's mean and std)",
+    if result.interrupted is None and config["probe"]:
+        summary["probe"] = example_utils.probe_against_twin(
+            pretrainer.backbone,
+            os.path.join(output_dir, "initial_backbone"),
+            source,
+            output_dir,
+            epochs=config["probe_epochs"],
+            learning_rate=config["probe_learning_rate"],
+            seed=seed,
+            verbose=config["verbose"],
         )
-        grid.set_model(pretrainer)
-        grid.on_epoch_end(0)
-        files["reconstructions"] = grid.written[-1]
-    backbone_dir = os.path.join(output_dir, "backbone")
-    pretrainer.backbone.save_to_preset(backbone_dir)
-    files["backbone"] = backbone_dir
-    return files
+        if summary["probe"] is not None:
+            summary["files"].update(summary["probe"].pop("files"))
+    log = training.read_log(summary["files"]["log"])
+    loss = log["loss"]
+    summary["first_loss"] = float(loss[0]) if len(loss) else None
+    summary["first_step"] = int(log["step"][0]) if len(loss) else None
+    summary["last_loss"] = float(loss[-1]) if len(loss) else None
+    summary["files"]["summary"] = os.path.join(output_dir, "summary.json")
+    with open(summary["files"]["summary"], "w") as f:
+        json.dump(summary, f, indent=1)
+    return summary
 
 
-def print_summary(summary):
+def print_summary(summary, settings=None):
+    """Prints the run's summary; returns 128 + the signal that stopped it."""
     if "files" not in summary:  # a data-parallel worker: the chief reports
-        return
+        return _stopped(summary, quiet=True)
     files = "\n".join(
         f"  {name}: {path}" for name, path in summary["files"].items() if path
     )
@@ -537,38 +317,156 @@ def print_summary(summary):
             f"raw pixels (logistic regression) "
             f"{100 * probe['raw_pixels_top1']:.1f}%."
         )
+    return _stopped(summary)
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # Quiet backend start-up.
-    from keras_aim import training
-
-    example_utils.prepare_tensorflow_devices(FLAGS.distribution, FLAGS.mesh)
-    config = {name: FLAGS[name].value for name in DEFAULTS}
-    if not FLAGS["steps"].present:
-        config.pop("steps")
-    begin = time.time()
-    try:
-        summary = run(**config)
-    except training.TrainingDivergedError as error:
-        print(f"\nERROR: {error}", file=sys.stderr)
-        sys.exit(EXIT_DIVERGED)
-    except ValueError as error:  # Bad settings, folder or checkpoint.
-        print(f"\nERROR: {error}", file=sys.stderr)
-        sys.exit(EXIT_BAD_SETTINGS)
-    print_summary(summary)
-    print(f"Total wall time {time.time() - begin:.0f} s.")
-    if summary["interrupted"]:
+def _stopped(summary, quiet=False):
+    if not summary["interrupted"]:
+        return None
+    if not quiet:
         print(
             "Stopped by a signal after writing a checkpoint; rerun the same "
             "command to resume."
         )
-        sys.exit(128 + summary["interrupted"])
+    return 128 + summary["interrupted"]
 
+
+def run_command(**settings):
+    """`run` from the command line: TensorFlow's devices made first, and a
+    diverged loss exits `EXIT_DIVERGED`."""
+    example_utils.prepare_tensorflow_devices(
+        settings["distribution"], settings["mesh"]
+    )
+    from keras_aim import training
+
+    try:
+        return run(**settings)
+    except training.TrainingDivergedError as error:
+        raise scaffold.ScriptError(error, EXIT_DIVERGED) from error
+
+
+SCRIPT = scaffold.Script(
+    run_command,
+    scaffold.flag(
+        "preset",
+        "enum",
+        "Released architecture to train from scratch (no weights are "
+        "loaded); overrides --hidden_dim/--num_layers/--num_heads/"
+        "--patch_size.",
+        values=("aim_600m", "aim_1b", "aim_3b", "aim_7b"),
+    ),
+    scaffold.flag("hidden_dim"),
+    scaffold.flag("num_layers"),
+    scaffold.flag("num_heads"),
+    scaffold.flag("patch_size"),
+    scaffold.flag("head_hidden_dim", help="Pixel-head width (paper: 2048)."),
+    scaffold.flag("head_num_layers", help="Pixel-head blocks (paper: 12)."),
+    scaffold.flag(
+        "token_order",
+        "enum",
+        "Order in which patches are predicted.",
+        values=("raster", "spiral", "checkerboard", "random"),
+    ),
+    scaffold.flag("dataset"),
+    scaffold.flag("image_size"),
+    scaffold.flag("batch_size", help="Images per step."),
+    scaffold.flag(
+        "steps",
+        help=f"Optimizer steps of the whole run (default {DEFAULT_STEPS}).",
+    ),
+    scaffold.flag(
+        "epochs",
+        "float",
+        "Passes over the training images (digits or a folder); replaces "
+        "--steps.",
+        minimum=None,
+        positive=True,
+    ),
+    scaffold.flag(
+        "learning_rate",
+        help="Peak learning rate (at --base_batch_size when "
+        "--scale_learning_rate).",
+    ),
+    scaffold.flag(
+        "scale_learning_rate",
+        "bool",
+        "Scale --learning_rate by batch_size / --base_batch_size (the "
+        "paper's linear rule: 1e-3 at 4096).",
+    ),
+    scaffold.flag(
+        "base_batch_size",
+        "integer",
+        "Batch size at which --learning_rate applies when scaling.",
+        minimum=1,
+    ),
+    scaffold.flag(
+        "warmup_fraction",
+        "float",
+        "Linear warm-up share of the steps, then cosine decay to 0 (paper: "
+        "0.025).",
+        minimum=0.0,
+        maximum=1.0,
+    ),
+    scaffold.flag("weight_decay"),
+    scaffold.flag("color_jitter", "bool", "Add colour jitter (p 0.8)."),
+    scaffold.flag("seed", help="Seed of weights, data, prefixes."),
+    scaffold.flag("output_dir"),
+    scaffold.flag("checkpoint_every", "integer", "Steps between checkpoints."),
+    scaffold.flag(
+        "log_every",
+        "integer",
+        "Steps per log.csv row (their mean loss); 1 logs every step. Between "
+        "rows the steps run with no host transfer.",
+    ),
+    scaffold.flag("keep_checkpoints", "integer", "Checkpoints to keep."),
+    scaffold.flag(
+        "resume",
+        "bool",
+        "Resume from the last checkpoint in --output_dir; --noresume deletes "
+        "the previous log and checkpoints there and starts over.",
+    ),
+    scaffold.flag(
+        "mixed_precision",
+        "bool",
+        "Train with the mixed_bfloat16 policy (paper: bfloat16).",
+    ),
+    scaffold.flag(
+        "num_preview", "integer", "Held-out images in the preview grid."
+    ),
+    scaffold.flag(
+        "distribution",
+        "enum",
+        "data: keras DataParallel (jax), torchrun processes (torch), "
+        "MirroredStrategy (tensorflow); model: ModelParallel with the AIM "
+        "layout map (jax).",
+        values=("none", "data", "model"),
+    ),
+    scaffold.flag(
+        "mesh",
+        "string",
+        "BATCHxMODEL device mesh for --distribution=model (e.g. 2x4); Nx1 "
+        "gives tensorflow N logical CPU replicas.",
+    ),
+    scaffold.flag(
+        "remat",
+        "bool",
+        "Recompute each block's activations in the backward pass "
+        "(keras.RematScope): less memory, about a third more compute.",
+    ),
+    scaffold.flag(
+        "probe",
+        "bool",
+        "After training, attentive-probe the trained trunk and its random "
+        "twin (the same initial weights) on the labelled built-in data.",
+    ),
+    scaffold.flag("probe_epochs"),
+    scaffold.flag("probe_learning_rate"),
+    scaffold.flag("verbose", "integer", "1: progress bar; 0: quiet."),
+    defaults=DEFAULTS,
+    report=print_summary,
+)
+main = SCRIPT.main
+define_flags = SCRIPT.define_flags
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main, flags_parser=example_utils.parse_flags)
+    SCRIPT.cli()

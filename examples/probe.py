@@ -19,46 +19,10 @@ status 2 with a one-line message on bad input.
 
 import os
 import sys
-import time
-
-from absl import app
-from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import example_utils  # noqa: E402
-
-
-def define_flags():
-    """Defines the flags (only when run as a script: the tests import it)."""
-    flags.DEFINE_string(
-        "preset", None, "Preset name, Keras preset or hub folder."
-    )
-    flags.DEFINE_string(
-        "dataset", "digits", "digits, photos, tfds:NAME[:SPLIT] or a folder."
-    )
-    flags.DEFINE_enum("probe", "attentive", ["attentive", "linear"], "Head.")
-    flags.DEFINE_string(
-        "probe_layers",
-        None,
-        "best, last or comma-separated 0-based blocks (default: best for the "
-        "released sizes, else last).",
-    )
-    flags.DEFINE_integer("epochs", 200, "Passes over the training split.")
-    flags.DEFINE_integer("batch_size", 64, "Examples per step.")
-    flags.DEFINE_float("learning_rate", 1e-2, "Peak learning rate (AdamW).")
-    flags.DEFINE_float("weight_decay", 0.05, "AdamW weight decay.")
-    flags.DEFINE_integer("seed", 0, "Seed of the head and the batch order.")
-    flags.DEFINE_bool(
-        "cache_features",
-        True,
-        "Compute the block features once (frozen trunk).",
-    )
-    flags.DEFINE_string(
-        "output_dir", "runs/probe", "Where to write the results."
-    )
-
-
-FLAGS = flags.FLAGS
+import scaffold  # noqa: E402
 
 
 def run(
@@ -123,31 +87,32 @@ def run(
     )
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise ValueError(f"Unexpected arguments: {argv[1:]}")
-    begin = time.time()
-    metrics = run(
-        FLAGS.preset,
-        FLAGS.dataset,
-        FLAGS.probe,
-        FLAGS.probe_layers,
-        FLAGS.epochs,
-        FLAGS.batch_size,
-        FLAGS.learning_rate,
-        FLAGS.weight_decay,
-        FLAGS.seed,
-        FLAGS.cache_features,
-        FLAGS.output_dir,
-        verbose=example_utils.verbosity(),
-    )
-    example_utils.print_metrics(metrics, f"{FLAGS.probe} probe")
-    print(f"Wall time {time.time() - begin:.0f} s.")
+def report(metrics, settings):
+    example_utils.print_metrics(metrics, f"{settings['probe']} probe")
 
+
+SCRIPT = scaffold.Script(
+    run,
+    scaffold.flag("preset"),
+    scaffold.flag("dataset"),
+    scaffold.flag("probe"),
+    scaffold.flag("probe_layers"),
+    scaffold.flag("epochs"),
+    scaffold.flag("batch_size"),
+    scaffold.flag("learning_rate"),
+    scaffold.flag("weight_decay"),
+    scaffold.flag("seed", help="Seed of the head and the batch order."),
+    scaffold.flag(
+        "cache_features",
+        "bool",
+        "Compute the block features once (frozen trunk).",
+    ),
+    scaffold.flag("output_dir"),
+    report=report,
+    extra=scaffold.terminal_verbose,
+)
+main = SCRIPT.main
+define_flags = SCRIPT.define_flags
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(
-        lambda argv: example_utils.run_script(main, argv),
-        flags_parser=example_utils.parse_flags,
-    )
+    SCRIPT.cli()

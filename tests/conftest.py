@@ -171,3 +171,16 @@ def load_example(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def exit_error(main, args, capsys, code=2):
+    """Runs an example's `main(args)` in-process: it must exit with `code`
+    and exactly one `ERROR: ...` line on stderr, which is returned."""
+    capsys.readouterr()  # what came before is not this run's
+    with pytest.raises(SystemExit) as exit:
+        main(args)
+    err = capsys.readouterr().err
+    assert exit.value.code == code, err[-2000:]
+    errors = [line for line in err.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and errors[0].startswith("ERROR: "), err[-2000:]
+    return errors[0]

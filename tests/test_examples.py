@@ -2,10 +2,12 @@
 
 probe.py, finetune.py, extract_features.py and evaluate.py run on a tiny
 backbone preset and the built-in digits, in-process through their `run`
-functions; the command-line contract (exit status 2 and one line on bad
-input) is checked on real subprocesses.
+functions. The command-line contract (exit status 2 and one line on bad
+input) is checked in-process through each script's `main`; one real
+command per script (`large`) runs it end to end in a fresh interpreter.
 """
 
+import inspect
 import json
 import os
 import subprocess
@@ -14,6 +16,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+from conftest import exit_error
 from conftest import load_example
 
 import keras_aim
@@ -59,6 +62,10 @@ def probed(preset, tmp_path_factory):
         verbose=0,
     )
     return output_dir, metrics
+
+
+def classifier_of(probed):
+    return os.path.join(probed[0], "classifier")
 
 
 def read_metrics(output_dir):
@@ -176,32 +183,149 @@ def test_extract_features(preset, tmp_path):
         extract_features.run(preset, "digits", layers=["2"], verbose=0)
 
 
-@pytest.mark.parametrize(
-    "script,args,message",
-    [
-        ("probe", ["--probe=foo"], "--probe=foo"),
-        ("evaluate", ["--dataset=digits"], "--preset is required"),
-        ("extract_features", ["--pool=max"], "--pool=max"),
+SCRIPTS = {
+    "probe": probe,
+    "finetune": finetune,
+    "extract_features": extract_features,
+    "evaluate": evaluate,
+}
+# (script, arguments, what its one ERROR line says); {preset} is a backbone
+# preset, {classifier} the probe's classifier, {file} a plain file.
+BAD_INPUT = [
+    ("probe", ["--probe=foo"], "--probe=foo"),
+    ("probe", ["--prob=linear"], "Unknown command line flag 'prob'"),
+    ("probe", ["--epochs=0"], "--epochs=0"),
+    ("probe", ["--batch_size=-8"], "--batch_size=-8"),
+    ("probe", ["--learning_rate=0"], "must be positive"),
+    ("probe", ["--seed=-1"], "--seed=-1"),
+    ("probe", ["--dataset=digits"], "--preset is required"),
+    ("probe", ["--preset={preset}", "stray"], "Unexpected arguments"),
+    ("probe", ["--preset={file}"], "is a file"),
+    ("probe", ["--preset={file}_missing"], "Unknown preset"),
+    ("probe", ["--preset={preset}", "--probe_layers=0,5"], "out of range"),
+    ("probe", ["--preset={preset}", "--dataset=nowhere"], "'nowhere'"),
+    ("finetune", ["--lora_rank=-1"], "--lora_rank=-1"),
+    ("finetune", ["--layer_decay=1.5"], "--layer_decay=1.5"),
+    ("finetune", ["--layer_decay=0"], "must be positive"),
+    ("finetune", ["--probe=mlp"], "--probe=mlp"),
+    ("finetune", ["--lora_rnk=2"], "Unknown command line flag 'lora_rnk'"),
+    ("finetune", ["--epochs=1"], "--preset is required"),
+    ("extract_features", ["--pool=max"], "--pool=max"),
+    ("extract_features", ["--split=val"], "--split=val"),
+    ("extract_features", ["--layer=0"], "Unknown command line flag 'layer'"),
+    ("extract_features", ["--batch_size=0"], "--batch_size=0"),
+    ("extract_features", ["--layers=0"], "--preset is required"),
+    ("extract_features", ["--preset={preset}", "--layers=2"], "out of range"),
+    ("extract_features", ["--preset={preset}", "--layers=first"], "first"),
+    ("extract_features", ["--preset={preset}", "--layers=0,0"], "twice"),
+    ("evaluate", ["--dataset=digits"], "--preset is required"),
+    ("evaluate", ["--split=bogus"], "--split=bogus"),
+    ("evaluate", ["--batch_size=0"], "--batch_size=0"),
+    ("evaluate", ["--probe_layer=best"], "Unknown command line flag"),
+    ("evaluate", ["--preset={preset}"], "without a classification head"),
+    (
+        "evaluate",
+        ["--preset={classifier}", "--dataset=photos"],
+        "labels would be out of range",
+    ),
+]
+
+
+@pytest.mark.parametrize("script,args,message", BAD_INPUT)
+def test_bad_input_exits_2_with_one_line(
+    script, args, message, preset, tmp_path, capsys, request
+):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a preset")
+    names = {"preset": preset, "file": str(blocker)}
+    if any("{classifier}" in a for a in args):
+        names["classifier"] = classifier_of(request.getfixturevalue("probed"))
+    args = [a.format(**names) for a in args]
+    output_dir = f"--output_dir={tmp_path / 'out'}"
+    error = exit_error(SCRIPTS[script].main, [*args, output_dir], capsys)
+    assert message in error
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_unwritable_output_dir_exits_2(script, preset, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    output_dir = str(blocker / "run")
+    error = exit_error(
+        SCRIPTS[script].main,
+        [f"--preset={preset}", f"--output_dir={output_dir}"],
+        capsys,
+    )
+    assert "not a writable folder" in error and output_dir in error
+
+
+def test_main_maps_every_flag_to_run_by_name(preset, tmp_path):
+    # The flags' defaults are `run`'s, and each flag reaches `run` as the
+    # keyword of its name: main and run give the same result.
+    for module in SCRIPTS.values():
+        parameters = inspect.signature(module.run).parameters
+        assert set(parameters) - set(module.SCRIPT.names) == {"verbose"}
+        for name in module.SCRIPT.names:
+            default = parameters[name].default
+            if default is inspect.Parameter.empty:
+                default = None
+            if isinstance(default, tuple):
+                default = list(default)
+            assert module.SCRIPT.defaults[name] == default, name
+    args = ["--layers=1", "--pool=mean", "--split=train", "--batch_size=500"]
+    shapes, path = extract_features.main(
+        [f"--preset={preset}", *args, f"--output_dir={tmp_path}"]
+    )
+    assert path == os.path.join(str(tmp_path), "features.npz")
+    assert shapes == {"block_1": (1258, 32), "labels": (1258,)}
+
+
+COMMANDS = {
+    "probe": ["--preset={preset}", "--epochs=1", "--batch_size=256"],
+    "finetune": [
+        "--preset={preset}",
+        "--lora_rank=2",
+        "--epochs=1",
+        "--batch_size=256",
     ],
-)
-def test_bad_input_exits_2_with_one_line(script, args, message, tmp_path):
+    "extract_features": ["--preset={preset}", "--layers=0,final"],
+    "evaluate": ["--preset={classifier}"],
+}
+
+
+@pytest.mark.large
+@pytest.mark.parametrize("script", sorted(COMMANDS))
+def test_command_line_run(script, preset, probed, tmp_path):
+    """`python examples/SCRIPT.py ...` in a fresh interpreter: absl's
+    app.run on the global flags, the files written, exit status 0."""
+    names = {"preset": preset, "classifier": classifier_of(probed)}
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
     result = subprocess.run(
         [
             sys.executable,
             os.path.join(EXAMPLES, f"{script}.py"),
-            *args,
+            *[a.format(**names) for a in COMMANDS[script]],
             f"--output_dir={tmp_path}",
         ],
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
-    assert result.returncode == 2, result.stderr[-2000:]
-    lines = result.stderr.splitlines()
-    errors = [line for line in lines if line.startswith("ERROR")]
-    assert len(errors) == 1 and message in errors[0]
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ERROR" not in result.stderr
+    assert "Wall time" in result.stdout
+    if script == "extract_features":
+        with np.load(os.path.join(str(tmp_path), "features.npz")) as arrays:
+            assert arrays["block_0"].shape == (539, 16, 32)
+            assert arrays["final"].shape == (539, 16, 32)
+        return
+    saved = read_metrics(str(tmp_path))
+    assert saved["num_test"] == 539
+    if script == "evaluate":
+        assert saved["top1"] == pytest.approx(probed[1]["top1"])
+    if script == "finetune":
+        assert os.path.exists(os.path.join(str(tmp_path), "lora.weights.h5"))
 
 
 def test_bad_presets_and_layers_are_clear_errors(preset, tmp_path):

@@ -1,15 +1,18 @@
 """examples/reproduce_findings.py end to end (--quick), its statistics
-against independent computations, its resume, and RepeatedProbe against a
-fresh probe."""
+against independent computations, its resume, its command line (bad input
+in-process through `main`; one real command, `large`), and RepeatedProbe
+against a fresh probe."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import keras
 import numpy as np
 import pytest
+from conftest import exit_error
 from conftest import load_example
 from scipy import stats
 
@@ -26,6 +29,8 @@ sys.path.insert(0, os.path.join(ROOT, "examples"))
 
 
 findings_script = load_example("reproduce_findings")
+from findings import stats as study_stats  # noqa: E402
+from findings import study  # noqa: E402
 
 
 def test_repeated_probe_equals_a_fresh_probe_at_every_call():
@@ -67,11 +72,11 @@ def test_repeated_probe_equals_a_fresh_probe_at_every_call():
 def test_spearman_matches_scipy(values):
     other = list(np.random.default_rng(1).permutation(len(values)) % 4)
     expected = stats.spearmanr(values, other).statistic
-    assert findings_script.spearman(values, other) == pytest.approx(expected)
+    assert study_stats.spearman(values, other) == pytest.approx(expected)
 
 
 def test_verdicts_use_the_t_interval():
-    verdict = findings_script.verdict
+    verdict = study_stats.verdict
     # mean -0.02, std 0.01, 3 seeds: t(2) * 0.01 / sqrt(3) = 0.0248 > 0.02.
     assert verdict(-0.02, 0.01, 3, -1) == "within noise"
     assert verdict(-0.03, 0.01, 3, -1) == "reproduces"
@@ -81,18 +86,52 @@ def test_verdicts_use_the_t_interval():
 
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="Unknown --ablations"):
-        findings_script.study_config(ablations=("heads",))
+        study.study_config(ablations=("heads",))
     with pytest.raises(ValueError, match="end with 1.0"):
-        findings_script.study_config(checkpoint_fractions=(0.5,))
+        study.study_config(checkpoint_fractions=(0.5,))
     with pytest.raises(ValueError, match="does not divide"):
-        findings_script.study_config(widths=(30,))
+        study.study_config(widths=(30,))
     with pytest.raises(ValueError, match="--seeds"):
-        findings_script.study_config(seeds=0)
+        study.study_config(seeds=0)
     with pytest.raises(ValueError, match="preset names"):
-        findings_script.study_config(preset="aim_9b")
+        study.study_config(preset="aim_9b")
+    with pytest.raises(ValueError, match="Unknown settings"):
+        study.study_config(sizes=3)
 
 
-def test_bad_flags_exit_2_with_one_line(tmp_path):
+# (arguments, what the one ERROR line says): each exits 2 before a run.
+BAD_FLAGS = [
+    (["--seeds=0"], "--seeds=0"),
+    (["--sedes=2"], "Unknown command line flag 'sedes'"),
+    (["--quick=maybe"], "--quick=maybe"),
+    (["--steps=-1"], "--steps=-1"),
+    (["--batch_size=0"], "--batch_size=0"),
+    (["--learning_rate=0"], "must be positive"),
+    (["--head_num_layers=-1"], "--head_num_layers=-1"),
+    (["--ablations=heads"], "Unknown --ablations ['heads']"),
+    (["--checkpoint_fractions=0.5"], "end with 1.0"),
+    (["--checkpoint_fractions=half,1"], "--checkpoint_fractions takes"),
+    (["--widths=30"], "does not divide"),
+    (["--widths=a,16"], "--widths takes"),
+    (["--preset=aim_9b"], "preset names"),
+    (["--quick", "--ablation_size=w99"], "--ablation_size must be one of"),
+    (["stray"], "Unexpected arguments"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_FLAGS)
+def test_bad_flags_exit_2_with_one_line(args, message, tmp_path, capsys):
+    output_dir = str(tmp_path / "study")
+    error = exit_error(
+        findings_script.main, [*args, f"--output_dir={output_dir}"], capsys
+    )
+    assert message in error
+    assert not os.path.exists(os.path.join(output_dir, "runs"))
+
+
+@pytest.mark.large
+def test_command_line_bad_flag_exits_2(tmp_path):
+    """The real command: absl's app.run on the global flags."""
     result = subprocess.run(
         [sys.executable, SCRIPT, "--seeds=0", f"--output_dir={tmp_path}"],
         capture_output=True,
@@ -155,19 +194,50 @@ def _check_findings(output_dir, config):
     return findings
 
 
+# Its runs are also the --quick study's (the same settings).
+SMALL = dict(quick=True, seeds=1, widths=(8, 16), ablations=("head",))
+
+
+@pytest.fixture(scope="module")
+def small_study(tmp_path_factory):
+    output_dir = str(tmp_path_factory.mktemp("small") / "study")
+    lines = []
+    findings_script.run(progress=lines.append, output_dir=output_dir, **SMALL)
+    return output_dir, lines
+
+
+@pytest.mark.large
+def test_small_study_on_every_backend(small_study):
+    output_dir, lines = small_study
+    config = study.study_config(output_dir=output_dir, **SMALL)
+    assert len(lines) == len(study.planned_runs(config)) == 3
+    assert all("reused" not in line for line in lines)
+    _check_findings(output_dir, config)
+
+
+@pytest.mark.large
 @pytest.mark.skipif(
     BACKEND != "jax",
     reason="the whole --quick study runs on the default backend",
 )
-def test_quick_study_end_to_end_and_resume(tmp_path):
+def test_quick_study_end_to_end_and_resume(small_study, tmp_path):
     output_dir = str(tmp_path / "study")
+    # The small study's three runs are reused; the five others train.
+    shutil.copytree(
+        os.path.join(small_study[0], "runs"), os.path.join(output_dir, "runs")
+    )
     lines = []
     findings = findings_script.run(
         progress=lines.append, quick=True, output_dir=output_dir
     )
-    config = findings_script.study_config(quick=True, output_dir=output_dir)
-    assert len(lines) == len(findings_script.planned_runs(config)) == 8
-    assert all("reused" not in line for line in lines)
+    config = study.study_config(quick=True, output_dir=output_dir)
+    assert len(lines) == len(study.planned_runs(config)) == 8
+    reused = sorted(line.split(" (")[0] for line in lines if "reused" in line)
+    assert reused == [
+        "[1/8] w8 seed 0",
+        "[2/8] w16 seed 0",
+        "[4/8] w16 seed 0",
+    ]
     again = _check_findings(output_dir, config)
     assert again["points"] == json.loads(json.dumps(findings["points"]))
     # A killed study: one run's result is gone and another's is corrupt;
@@ -183,12 +253,3 @@ def test_quick_study_end_to_end_and_resume(tmp_path):
     assert sum("reused" in line for line in lines) == 6
     assert resumed["points"] == findings["points"]
     assert resumed["ablations"] == findings["ablations"]
-
-
-@pytest.mark.slow
-def test_small_study_on_every_backend(tmp_path):
-    output_dir = str(tmp_path / "study")
-    overrides = dict(quick=True, seeds=1, widths=(8, 16), ablations=("head",))
-    findings_script.run(progress=print, output_dir=output_dir, **overrides)
-    config = findings_script.study_config(output_dir=output_dir, **overrides)
-    _check_findings(output_dir, config)

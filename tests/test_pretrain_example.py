@@ -4,7 +4,9 @@ Tiny runs (8 steps of 8 digits, width 32, 1 block): files written, a run
 interrupted by SIGTERM and by a crash resumes onto the uninterrupted loss
 curve (logging every step, and in windows of several steps), a NaN loss
 stops with a clear error and keeps the last good checkpoint, an unwritable
-output folder fails before training.
+output folder and bad flags fail before training. The exit codes are
+checked in-process through the script's `main`; one real command (`large`)
+is killed with SIGTERM and resumed.
 """
 
 import csv
@@ -13,11 +15,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import threading
 
 import keras
 import numpy as np
 import pytest
+from conftest import exit_error
 from conftest import load_example
 
 from keras_aim import training
@@ -46,21 +49,6 @@ EXACT = keras.backend.backend() == "jax"
 
 
 pretrain = load_example("pretrain")
-
-
-def run_main(argv):
-    """Runs the example's `main` in-process; returns its exit code."""
-    if "log_every" not in pretrain.FLAGS:
-        pretrain.define_flags()
-    pretrain.FLAGS.unparse_flags()
-    pretrain.FLAGS(["pretrain.py", *argv])
-    try:
-        pretrain.main(["pretrain.py"])
-    except SystemExit as exit:
-        return exit.code
-    finally:
-        pretrain.FLAGS.unparse_flags()
-    return 0
 
 
 def read_rows(output_dir):
@@ -246,16 +234,17 @@ def test_resume_with_other_settings_is_refused(straight_run, tmp_path):
 
 def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path, capsys):
     output_dir = str(tmp_path / "nan")
-    code = run_main(
+    message = exit_error(
+        pretrain.main,
         [
             *TINY_FLAGS,
             "--learning_rate=1e30",
             "--checkpoint_every=1",
             f"--output_dir={output_dir}",
-        ]
+        ],
+        capsys,
+        code=pretrain.EXIT_DIVERGED,
     )
-    assert code == pretrain.EXIT_DIVERGED
-    message = capsys.readouterr().err
     assert "Training diverged" in message and "not finite" in message
     rows = read_rows(output_dir)
     bad_step = int(rows[-1]["step"])
@@ -274,12 +263,43 @@ def test_unwritable_output_dir_fails_before_training(tmp_path, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
     output_dir = str(blocker / "run")
-    code = run_main([*TINY_FLAGS, f"--output_dir={output_dir}"])
-    assert code == pretrain.EXIT_BAD_SETTINGS
-    message = capsys.readouterr().err
+    message = exit_error(
+        pretrain.main, [*TINY_FLAGS, f"--output_dir={output_dir}"], capsys
+    )
+    assert pretrain.EXIT_BAD_SETTINGS == 2
     assert "not a writable folder" in message and output_dir in message
     with pytest.raises(training.SettingsError, match="--output_dir"):
         training.prepare_output_dir(output_dir)
+
+
+# (arguments, what the one ERROR line says): each exits 2 before training.
+BAD_FLAGS = [
+    (["--lerning_rate=1e-3"], "Unknown command line flag 'lerning_rate'"),
+    (["--token_order=zigzag"], "--token_order=zigzag"),
+    (["--distribution=pipeline"], "--distribution=pipeline"),
+    (["--preset=aim_9b"], "--preset=aim_9b"),
+    (["--batch_size=0"], "--batch_size=0"),
+    (["--steps=0"], "--steps=0"),
+    (["--epochs=0"], "must be positive"),
+    (["--warmup_fraction=2"], "--warmup_fraction=2"),
+    (["--learning_rate=-1"], "must be positive"),
+    (["--verbose=loud"], "--verbose=loud"),
+    (["--steps=3", "--epochs=2"], "either --steps or --epochs"),
+    (["--epochs=1", "--dataset=photos"], "Pass --steps instead"),
+    (["--dataset=nowhere"], "'nowhere'"),
+    (["stray"], "Unexpected arguments"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_FLAGS)
+def test_bad_flags_exit_2_with_one_line(args, message, tmp_path, capsys):
+    output_dir = str(tmp_path / "run")
+    flags = [f for f in TINY_FLAGS if not f.startswith("--steps=")]
+    error = exit_error(
+        pretrain.main, [*flags, *args, f"--output_dir={output_dir}"], capsys
+    )
+    assert message in error
+    assert not os.path.exists(os.path.join(output_dir, training.LOG_FILE))
 
 
 def test_read_only_output_dir_fails(tmp_path):
@@ -325,29 +345,39 @@ def test_windows_of_steps_resume_onto_the_same_rows(tmp_path):
     assert_same_curve(cut, straight, every=3)
 
 
-@pytest.mark.slow
+@pytest.mark.large
 def test_subprocess_sigterm_then_resume(tmp_path):
     """A real `kill -TERM` of `python examples/pretrain.py`, then a rerun."""
     settings = {**TINY, "steps": 40, "checkpoint_every": 100}
     reference = str(tmp_path / "straight")
     pretrain.run(output_dir=reference, **settings)
     output_dir = str(tmp_path / "killed")
+    # verbose=1 prints a line after the first step (its row is in log.csv):
+    # the signal goes out when it arrives, with no polling.
     argv = [
         sys.executable,
         EXAMPLE,
-        *[f"--{k}={v}" for k, v in settings.items()],
+        *[f"--{k}={v}" for k, v in {**settings, "verbose": 1}.items()],
         f"--output_dir={output_dir}",
     ]
     env = {**os.environ, "PYTHONPATH": ROOT}
-    process = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE)
-    log = os.path.join(output_dir, training.LOG_FILE)
-    deadline = time.time() + 300
-    while process.poll() is None and time.time() < deadline:
-        if os.path.exists(log) and len(read_rows(output_dir)) >= 1:
-            break
-        time.sleep(0.02)
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=300)
+    process = subprocess.Popen(
+        argv,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    watchdog = threading.Timer(600, process.kill)
+    watchdog.start()
+    try:
+        for line in process.stdout:
+            if line.startswith("step "):
+                break
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=300)
+    finally:
+        watchdog.cancel()
     assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
     stopped_at = len(read_rows(output_dir))
     assert 1 <= stopped_at < 40
