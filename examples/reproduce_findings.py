@@ -108,8 +108,8 @@ def setting(name, *args, **changes):
         shown.append(f"--quick {_shown(QUICK[name])}")
     if not shown:
         return item
-    help = f"{item.help.rstrip('.')} ({'; '.join(shown)})."
-    return dataclasses.replace(item, help=help)
+    text = f"{item.help.rstrip('.')} ({'; '.join(shown)})."
+    return dataclasses.replace(item, help=text)
 
 
 SCRIPT = scaffold.Script(

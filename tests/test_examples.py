@@ -180,7 +180,13 @@ def test_extract_features(preset, tmp_path):
     )
     assert shapes["block_1"] == (539, 16, 32)
     with pytest.raises(ValueError, match="out of range"):
-        extract_features.run(preset, "digits", layers=["2"], verbose=0)
+        extract_features.run(
+            preset,
+            "digits",
+            layers=["2"],
+            output_dir=str(tmp_path / "refused"),
+            verbose=0,
+        )
 
 
 SCRIPTS = {
