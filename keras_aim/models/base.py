@@ -10,6 +10,7 @@ subclassed `AIMPretrainer`.
 import keras
 
 from keras_aim.convert import loaders
+from keras_aim.export import export_lib
 from keras_aim.models import quantization
 from keras_aim.utils import preset_utils
 from keras_aim.utils import validation
@@ -160,6 +161,33 @@ class PresetMixin(AIMModelBase):
         if kwargs:
             raise ValueError(f"Unexpected arguments to quantize: {kwargs}.")
         quantization.quantize(self, mode, config, filters)
+
+    def export(
+        self,
+        filepath,
+        format="tf_saved_model",
+        image_size=None,
+        verbose=False,
+    ):
+        """Exports for inference, with a dynamic batch (Keras' formats).
+
+        Calls the model first if it never ran, and takes the working route
+        for the backend (see `keras_aim.export`); a format that cannot work
+        on this backend raises a `ValueError` naming the route to take.
+
+        Args:
+            filepath: the artifact to write (`.onnx`, `.xml`, `.tflite`,
+                `.pt2`, or a folder for a SavedModel).
+            format: `"tf_saved_model"`, `"onnx"`, `"openvino"`, `"litert"`
+                or `"torch"`.
+            image_size: `None` (the model's size; any size for a model
+                built with `image_shape=(None, None, 3)` where the format
+                allows it), an int or `(height, width)`.
+            verbose: print Keras' export messages.
+        """
+        return export_lib.export_model(
+            self, filepath, format, image_size, verbose
+        )
 
     def save_to_preset(self, preset_dir):
         """Writes config, weights and metadata into a Keras preset folder.
