@@ -13,7 +13,8 @@ transposed. The forward pass, the input gradient and the values are
 those of `keras.layers.Dense` (LoRA included: `self.kernel` carries the
 low-rank update and autodiff takes its gradient through it); other
 backends and quantized layers (Keras sends those to `quantized_call`)
-run Keras' own code unchanged.
+run Keras' own code unchanged, and `quantize` gives every `AIMDense` the
+quantized kernels of `keras.layers.Dense`.
 """
 
 import functools
@@ -81,3 +82,14 @@ class AIMDense(keras.layers.Dense):
         if self.activation is not None:
             x = self.activation(x)
         return x
+
+    def quantize(self, mode=None, type_check=True, config=None):
+        """Keras' `Dense.quantize` (`"int8"`, `"int4"`, `"float8"`).
+
+        Keras 3.15 refuses to quantize subclasses of `Dense` unless told
+        `type_check=False`; this one keeps `Dense`'s variables and call, so
+        it takes Keras' quantized kernels as they are (a quantized layer
+        runs `quantized_call`, never the JAX float path above).
+        """
+        del type_check
+        super().quantize(mode, type_check=False, config=config)

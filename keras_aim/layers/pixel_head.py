@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_aim.layers.activations import exact_gelu
 from keras_aim.layers.dense import AIMDense
 from keras_aim.layers.position_embedding import sincos_2d_position_embedding
 from keras_aim.utils.validation import check_parameter_memory
@@ -135,7 +136,7 @@ class AIMPixelHead(keras.layers.Layer):
         table = self._position_table(tokens, grid_size, token_order)
         x = x + ops.cast(table, x.dtype)[None, :, :]
         for block_norm, fc1, fc2 in self._blocks():
-            hidden = ops.gelu(fc1(block_norm(x)), approximate=False)
+            hidden = exact_gelu(fc1(block_norm(x)))
             x = x + fc2(hidden)
         return self.output_dense(self.norm(x))
 

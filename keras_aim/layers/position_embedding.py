@@ -35,8 +35,11 @@ def sincos_2d_position_embedding(height, width, dim, dtype="float32"):
     quarter = dim // 4
     omega = ops.arange(quarter, dtype="float32") / float(quarter)
     omega = 1.0 / ops.power(10000.0, omega)
-    rows = ops.cast(ops.arange(height), "float32")
-    cols = ops.cast(ops.arange(width), "float32")
+    # `arange(0, n, 1)` rather than `arange(n)`: with a symbolic `n` (an
+    # export with dynamic sizes) the one-argument form fails to convert in
+    # jax2onnx; the three-argument form traces everywhere.
+    rows = ops.cast(ops.arange(0, height, 1), "float32")
+    cols = ops.cast(ops.arange(0, width, 1), "float32")
 
     def encode(positions):
         angles = positions[:, None] * omega[None, :]
@@ -52,7 +55,10 @@ def sincos_2d_position_embedding(height, width, dim, dtype="float32"):
         ],
         axis=-1,
     )
-    return ops.cast(ops.reshape(table, (-1, dim)), dtype)
+    # Explicit sizes, no `-1`: with symbolic sizes (jax2tf's shape
+    # polymorphism) inferring a `-1` needs a sign check that cannot be
+    # decided.
+    return ops.cast(ops.reshape(table, (height * width, dim)), dtype)
 
 
 @keras.saving.register_keras_serializable(package="keras_aim")
@@ -76,7 +82,7 @@ class SinCos2DPositionEmbedding(keras.layers.Layer):
         shape = ops.shape(grid)
         height, width, dim = shape[1], shape[2], grid.shape[-1]
         table = sincos_2d_position_embedding(height, width, dim, grid.dtype)
-        tokens = ops.reshape(grid, (shape[0], -1, dim))
+        tokens = ops.reshape(grid, (shape[0], height * width, dim))
         return tokens + table[None, :, :]
 
     def compute_output_shape(self, input_shape):

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_aim.layers.activations import exact_gelu
 from keras_aim.layers.dense import AIMDense
 
 
@@ -166,7 +167,7 @@ class AIMTransformerBlock(keras.layers.Layer):
             flash_attention=flash_attention_setting(),
         )
         x = x + self.attn_proj(merge_heads(attended))
-        hidden = ops.gelu(self.mlp_fc1(self.norm_2(x)), approximate=False)
+        hidden = exact_gelu(self.mlp_fc1(self.norm_2(x)))
         return x + self.mlp_fc2(hidden)
 
     def compute_output_shape(self, input_shape):

@@ -10,6 +10,8 @@ subclassed `AIMPretrainer`.
 import keras
 
 from keras_aim.convert import loaders
+from keras_aim.export import export_lib
+from keras_aim.models import quantization
 from keras_aim.utils import preset_utils
 from keras_aim.utils import validation
 
@@ -70,7 +72,7 @@ class AIMModelBase:
         return {
             "name": self.name,
             "trainable": self.trainable,
-            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
+            "dtype": quantization.dtype_config(self),
         }
 
     @classmethod
@@ -119,6 +121,73 @@ class PresetMixin(AIMModelBase):
     @classmethod
     def _from_loader(cls, loader, load_weights, **kwargs):
         raise NotImplementedError
+
+    # Keras' `Layer.__new__` puts a wrapper of `quantize` on each instance
+    # that checks the mode against Keras' list (which has "gptq" and
+    # "awq") before calling it; `quantize` is a property so that the
+    # assignment lands here and keras_aim's own checks answer instead.
+    @property
+    def quantize(self):
+        return self._quantize
+
+    @quantize.setter
+    def quantize(self, keras_wrapper):
+        del keras_wrapper
+
+    def _quantize(self, mode=None, config=None, filters=None, **kwargs):
+        """Quantizes every projection with Keras' quantized `Dense`.
+
+        Each `AIMDense` (attention and MLP projections, probe key, value
+        and classifier) gets Keras' `"int8"`, `"int4"` or `"float8"`
+        kernel; the patch-embedding conv, the norms and the position table
+        stay float. For inference and QLoRA (`enable_lora` after
+        `quantize`); `.keras` files and presets reload quantized.
+
+        Args:
+            mode: `"int8"`, `"int4"` or `"float8"`.
+            config: optional `keras.quantizers.QuantizationConfig`.
+            filters: optional regex (on layer names), list of them or
+                callable that selects the projections to quantize.
+                Defaults to all.
+
+        Example:
+
+        ```python
+        classifier.quantize("int8")
+        classifier.save_to_preset("classifier_int8")
+        ```
+        """
+        kwargs.pop("type_check", None)  # Keras' flag; AIMDense is a Dense.
+        if kwargs:
+            raise ValueError(f"Unexpected arguments to quantize: {kwargs}.")
+        quantization.quantize(self, mode, config, filters)
+
+    def export(
+        self,
+        filepath,
+        format="tf_saved_model",
+        image_size=None,
+        verbose=False,
+    ):
+        """Exports for inference, with a dynamic batch (Keras' formats).
+
+        Calls the model first if it never ran, and takes the working route
+        for the backend (see `keras_aim.export`); a format that cannot work
+        on this backend raises a `ValueError` naming the route to take.
+
+        Args:
+            filepath: the artifact to write (`.onnx`, `.xml`, `.tflite`,
+                `.pt2`, or a folder for a SavedModel).
+            format: `"tf_saved_model"`, `"onnx"`, `"openvino"`, `"litert"`
+                or `"torch"`.
+            image_size: `None` (the model's size; any size for a model
+                built with `image_shape=(None, None, 3)` where the format
+                allows it), an int or `(height, width)`.
+            verbose: print Keras' export messages.
+        """
+        return export_lib.export_model(
+            self, filepath, format, image_size, verbose
+        )
 
     def save_to_preset(self, preset_dir):
         """Writes config, weights and metadata into a Keras preset folder.

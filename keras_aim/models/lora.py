@@ -84,6 +84,17 @@ def enable_lora(backbone, rank, target_layers=None, blocks=None, alpha=None):
             "LoRA is already enabled on this backbone; build a new one (or "
             "call load_lora_weights on a fresh backbone) to change it."
         )
+    modes = {
+        getattr(backbone.transformer_blocks[i], name).quantization_mode
+        for i in blocks
+        for name in targets
+    }
+    if "float8" in modes:
+        raise ValueError(
+            "LoRA on a float8-quantized backbone is not supported by Keras "
+            "3.15 (its float8 Dense has no LoRA path); quantize to 'int8' or "
+            "'int4' for QLoRA, or enable LoRA on the float backbone."
+        )
     for index in blocks:
         block = backbone.transformer_blocks[index]
         for name in targets:
@@ -229,6 +240,12 @@ def merge_lora_weights(backbone):
     layers = lora_layers(backbone)
     if not layers:
         raise ValueError("LoRA is not enabled: nothing to merge.")
+    if any(dense.quantization_mode for _, _, dense in layers):
+        raise ValueError(
+            "The kernels are quantized: merging would need re-quantizing "
+            "them. save_to_preset (or model.save) writes the merged, "
+            "re-quantized kernels (Keras does it when saving); reload that."
+        )
     for _, _, dense in layers:
         merged = keras.ops.convert_to_numpy(dense.kernel)  # base + update
         base = [

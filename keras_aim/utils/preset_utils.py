@@ -25,6 +25,7 @@ from keras_aim.models.aim.aim_image_converter import IMAGE_CONVERTER_FILE
 from keras_aim.models.aim.aim_image_converter import default_image_converter
 from keras_aim.models.aim.aim_image_converter import load_image_converter
 from keras_aim.models.aim.aim_presets import DEFAULT_IMAGE_SHAPE
+from keras_aim.models.quantization import preset_dtype
 from keras_aim.utils import io_utils
 from keras_aim.utils.validation import reject_task_args
 from keras_aim.version import __version__
@@ -87,13 +88,20 @@ class KerasPresetLoader(PresetLoader):
         config = dict(self.backbone_config)
         if "image_shape" in kwargs:
             config["image_shape"] = kwargs.pop("image_shape")
-        if kwargs.get("dtype") is not None:
-            config["dtype"] = kwargs["dtype"]
-        kwargs.pop("dtype", None)
+        # A quantized preset keeps its per-layer policies (see
+        # keras_aim.models.quantization); a `dtype` override is the float
+        # dtype they compute in.
+        dtype = preset_dtype(config.get("dtype"), kwargs.pop("dtype", None))
+        if dtype is not None:
+            config["dtype"] = dtype
         return config
+
+    def _task_dtype(self, override):
+        return preset_dtype(self.inner.get("dtype"), override)
 
     def load_backbone(self, cls, load_weights=True, **kwargs):
         reject_task_args(cls, kwargs)
+        dtype = kwargs.get("dtype")
         config = self._backbone_config(kwargs)
         config.update(kwargs)
         backbone = cls.from_config(config)
@@ -102,7 +110,7 @@ class KerasPresetLoader(PresetLoader):
                 task_cls = self._saved_class()
                 config = {**self.inner, "backbone": backbone}
                 config.pop("image_converter", None)
-                config.pop("dtype", None)
+                config["dtype"] = self._task_dtype(dtype)
                 self._load_weights(task_cls.from_config(config))
             else:
                 self._load_weights(backbone)
@@ -116,7 +124,7 @@ class KerasPresetLoader(PresetLoader):
                 "train a new head."
             )
         kwargs = dict(kwargs)
-        dtype = kwargs.get("dtype")
+        dtype = self._task_dtype(kwargs.get("dtype"))
         backbone = cls.backbone_cls.from_config(self._backbone_config(kwargs))
         weight_args = [
             k for k in getattr(cls, "preset_weight_args", ()) if k in self.inner

@@ -6,6 +6,8 @@ Every public entry point validates through these functions, so a rule
 once. The module imports only NumPy.
 """
 
+import numbers
+
 import numpy as np
 
 
@@ -136,7 +138,10 @@ def check_image_shape(shape, patch_size, num_channels, built_shape=None):
         built_shape: optional `(H, W, C)` the model's input was built with;
             fixed entries must match.
     """
-    shape = tuple(shape)
+    # Only sizes known as Python ints are checked: under export tracing a
+    # size can be a symbolic dimension (jax2tf, torch.export), where `%`
+    # and `!=` raise or add guards instead of answering.
+    shape = tuple(_static_size(size) for size in tuple(shape))
     if len(shape) != 4:
         raise ValueError(
             "`images` must be a 4-D batch (batch, height, width, channels), "
@@ -164,6 +169,12 @@ def check_image_shape(shape, patch_size, num_channels, built_shape=None):
                     "image_shape=(None, None, 3) (or pass the new "
                     "`image_shape` to `from_preset`) to use other sizes."
                 )
+
+
+def _static_size(size):
+    if isinstance(size, numbers.Integral) and not isinstance(size, bool):
+        return int(size)
+    return None
 
 
 # Constructor arguments of tasks (the classifier) that a backbone refuses.

@@ -97,7 +97,7 @@ class AIMImageClassifier(Task, keras.Model):
         num_classes = validation.check_size_limit(
             validation.positive_int(num_classes, "num_classes"), "num_classes"
         )
-        head_dtype = dtype or backbone.dtype_policy
+        head_dtype = dtype if dtype is not None else backbone.dtype_policy
         if probe == "attentive":
             probe_head = AIMAttentivePooling(
                 hidden_dim=backbone.hidden_dim,

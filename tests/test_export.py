@@ -1,0 +1,212 @@
+"""Export: routes and their errors, the export-safe pieces of the model,
+and export -> reload in the format's own runtime -> same outputs.
+
+The round trips are `large` (each export takes 10-60 s on two cores) and
+pinned to the backend of their cell, so `--run_large=once` runs each cell
+once, on its own backend.
+"""
+
+import math
+import os
+
+import keras
+import numpy as np
+import pytest
+from conftest import load_example
+from conftest import to_numpy
+
+import keras_aim
+from keras_aim import export
+from keras_aim.layers.activations import exact_gelu
+from keras_aim.utils.validation import check_image_shape
+
+BACKEND = keras.backend.backend()
+ARCH = dict(patch_size=4, hidden_dim=32, num_layers=2, num_heads=2)
+# Cells that work (export, reload, match), as measured; the rest of
+# FORMATS x backends is `export.UNSUPPORTED` (or jax/onnx: jax2onnx).
+SUPPORTED = [
+    ("tensorflow", "tf_saved_model"),
+    ("tensorflow", "onnx"),
+    ("tensorflow", "openvino"),
+    ("tensorflow", "litert"),
+    ("jax", "tf_saved_model"),
+    ("torch", "torch"),
+    ("torch", "onnx"),
+    ("torch", "openvino"),
+]
+RUNTIME_MODULES = {
+    "tf_saved_model": "tensorflow",
+    "onnx": "onnxruntime",
+    "openvino": "openvino",
+    "litert": "ai_edge_litert",
+    "torch": "torch",
+}
+TOLERANCE = 1e-4
+
+
+def make_classifier(image_shape=(16, 16, 3)):
+    keras.utils.set_random_seed(0)
+    backbone = keras_aim.AIMBackbone(image_shape=image_shape, **ARCH)
+    return keras_aim.AIMImageClassifier(
+        backbone, num_classes=5, probe_layers=[0, 1]
+    )
+
+
+def batch(size, height=16, width=16, seed=0):
+    rng = np.random.default_rng(seed + size)
+    return rng.normal(size=(size, height, width, 3)).astype("float32")
+
+
+def test_every_cell_is_supported_or_names_a_route():
+    cells = {
+        (b, f) for b in ("tensorflow", "jax", "torch") for f in export.FORMATS
+    }
+    known = set(SUPPORTED) | set(export.UNSUPPORTED) | {("jax", "onnx")}
+    assert cells == known
+    for reason in export.UNSUPPORTED.values():
+        assert "KERAS_BACKEND=" in reason
+
+
+@pytest.mark.parametrize("format", export.FORMATS)
+def test_unsupported_cells_raise_with_the_route(format):
+    if (BACKEND, format) not in export.UNSUPPORTED:
+        pytest.skip("supported here")
+    with pytest.raises(ValueError, match="KERAS_BACKEND="):
+        make_classifier().export("unused", format=format)
+
+
+def test_a_bad_format_and_a_bad_size_are_refused():
+    classifier = make_classifier()
+    with pytest.raises(ValueError, match="`format` must be one of"):
+        classifier.export("unused", format="coreml")
+    with pytest.raises(ValueError, match="built for 16x16"):
+        export.input_size(classifier, 32)
+    free = make_classifier(image_shape=(None, None, 3))
+    with pytest.raises(ValueError, match="multiples of the patch size"):
+        export.input_size(free, 18)
+    assert export.input_size(free, (8, 12)) == (8, 12, 3)
+    assert export.resolve_format("saved_model") == "tf_saved_model"
+
+
+def test_exact_gelu_matches_the_erf_formula():
+    x = np.linspace(-8, 8, 2001).astype("float32")
+    want = np.array([0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in x])
+    got = to_numpy(exact_gelu(keras.ops.convert_to_tensor(x)))
+    np.testing.assert_allclose(got, want, atol=1e-6, rtol=0)
+    keras_gelu = to_numpy(keras.ops.gelu(x, approximate=False))
+    np.testing.assert_allclose(got, keras_gelu, atol=1e-6, rtol=0)
+
+
+def test_shape_checks_skip_symbolic_sizes():
+    class Symbolic:  # stands for a jax / torch symbolic dimension
+        def __mod__(self, other):
+            raise TypeError("inconclusive")
+
+    check_image_shape((Symbolic(), Symbolic(), Symbolic(), 3), 4, 3)
+    with pytest.raises(ValueError, match="not divisible"):
+        check_image_shape((1, 18, 16, 3), 4, 3)
+
+
+def _require(backend, format):
+    if BACKEND != backend:
+        pytest.skip(f"a {backend} cell")
+    pytest.importorskip(RUNTIME_MODULES[format])
+
+
+def _cells():
+    return [
+        pytest.param(b, f, marks=pytest.mark.large(backend=b), id=f"{b}-{f}")
+        for b, f in SUPPORTED
+    ]
+
+
+@pytest.mark.parametrize("backend,format", _cells())
+def test_export_reload_matches_at_two_batch_sizes(backend, format, tmp_path):
+    _require(backend, format)
+    free = (backend, format) in export.ANY_RESOLUTION
+    classifier = make_classifier((None, None, 3) if free else (16, 16, 3))
+    path = str(tmp_path / export.ARTIFACT_NAMES[format])
+    classifier.export(path, format=format)  # never called: export calls it
+    run = export.load_artifact(path, format)
+    inputs = [batch(1), batch(3)]
+    if free:
+        inputs += [batch(2, 24, 20)]
+    for x in inputs:
+        want = to_numpy(classifier(x))
+        np.testing.assert_allclose(run(x), want, atol=TOLERANCE, rtol=0)
+
+
+@pytest.mark.parametrize("backend,format", _cells())
+def test_pooled_backbone_features_export(backend, format, tmp_path):
+    _require(backend, format)
+    backbone = make_classifier().backbone
+    model = export.feature_model(backbone, "mean")
+    path = str(tmp_path / export.ARTIFACT_NAMES[format])
+    export.export_model(model, path, format)
+    run = export.load_artifact(path, format)
+    x = batch(3)
+    want = to_numpy(keras.ops.mean(backbone(x), axis=1))
+    np.testing.assert_allclose(run(x), want, atol=TOLERANCE, rtol=0)
+
+
+QUANTIZED_CELLS = {
+    "tensorflow": "tf_saved_model",
+    "jax": "tf_saved_model",
+    "torch": "torch",
+}
+
+
+@pytest.mark.large(backend=BACKEND)
+@pytest.mark.parametrize("mode", ["int8", "int4"])
+def test_quantized_export_matches_the_quantized_model(mode, tmp_path):
+    format = QUANTIZED_CELLS[BACKEND]
+    pytest.importorskip(RUNTIME_MODULES[format])
+    classifier = make_classifier()
+    classifier.quantize(mode)
+    path = str(tmp_path / export.ARTIFACT_NAMES[format])
+    classifier.export(path, format=format)
+    run = export.load_artifact(path, format)
+    for x in (batch(1), batch(3)):
+        want = to_numpy(classifier(x))
+        np.testing.assert_allclose(run(x), want, atol=TOLERANCE, rtol=0)
+
+
+def test_example_refuses_bad_settings():
+    example = load_example("export")
+    for kwargs, match in (
+        (dict(preset=None), "--preset"),
+        (dict(preset="p", format="coreml"), "--format"),
+        (dict(preset="p", quantize="int2"), "--quantize"),
+        (dict(preset="p", image_size=-1), "--image_size"),
+        (dict(preset="p", pool="max"), "--pool"),
+    ):
+        settings = dict(
+            preset=None,
+            format="onnx",
+            quantize="none",
+            image_size=None,
+            pool="none",
+        )
+        settings.update(kwargs)
+        with pytest.raises(ValueError, match=match):
+            example.check_settings(**settings)
+
+
+@pytest.mark.large(backend=BACKEND)
+def test_example_writes_artifact_manifest_and_parity(tmp_path):
+    format = {"tensorflow": "onnx", "jax": "saved_model", "torch": "torch"}
+    format = format[BACKEND]
+    make_classifier().save_to_preset(str(tmp_path / "preset"))
+    example = load_example("export")
+    manifest, parity = example.run(
+        str(tmp_path / "preset"),
+        format=format,
+        quantize="int8",
+        output_dir=str(tmp_path / "out"),
+    )
+    names = set(os.listdir(tmp_path / "out"))
+    assert {"manifest.json", "parity.json", manifest["artifact"]} <= names
+    assert parity["passed"] and len(parity["checks"]) == 2
+    assert manifest["input_signature"][0]["shape"] == [None, 16, 16, 3]
+    assert manifest["class_names"] == [str(i) for i in range(5)]
+    assert manifest["normalisation"]["mean"]
