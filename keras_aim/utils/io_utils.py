@@ -1,16 +1,192 @@
-"""Crash-safe file writes shared by presets and run checkpoints.
+"""Safe reads of user files and crash-safe writes.
 
-A folder is written next to its final name and renamed into place, so that
-a failure midway (a full disk, a kill) never leaves a half-written folder
-under the final name; the previous version is removed only after the new
-one is in place.
+Reads: every reader of a user file (image folders, preset and converter
+configs, LoRA and checkpoint files, released checkpoints) first checks it
+with `check_regular_file`, or reads it with `read_bounded` / `read_json`:
+only regular files (symlinks are followed, so a link to `/dev/zero` is a
+character device), their size known before any byte is read, reads that
+stop at a limit. A FIFO never blocks a reader, a device never streams into
+memory.
+
+Writes: a folder is written next to its final name and renamed into place,
+so that a failure midway (a full disk, a kill) never leaves a half-written
+folder under the final name; the previous version is removed only after
+the new one is in place.
 """
 
 import contextlib
 import json
 import os
 import shutil
+import stat
 import uuid
+
+from keras_aim.utils.errors import MissingFileError
+from keras_aim.utils.errors import UnreadableFileError
+
+# JSON files keras_aim reads (configs, state.json) are kilobytes; this is
+# far beyond any of them.
+MAX_JSON_BYTES = 64 * 1024**2
+_KINDS = (
+    (stat.S_ISDIR, "is a directory, not a file"),
+    (stat.S_ISFIFO, "is a FIFO (named pipe), not a regular file"),
+    (stat.S_ISCHR, "is a character device, not a regular file"),
+    (stat.S_ISBLK, "is a block device, not a regular file"),
+    (stat.S_ISSOCK, "is a socket, not a regular file"),
+)
+
+
+def _check_stat(path, info, max_bytes, what):
+    for test, reason in _KINDS:
+        if test(info.st_mode):
+            raise UnreadableFileError(path, reason, what)
+    if not stat.S_ISREG(info.st_mode):
+        raise UnreadableFileError(path, "is not a regular file", what)
+    if max_bytes is not None and info.st_size > max_bytes:
+        raise UnreadableFileError(
+            path,
+            f"is {info.st_size:,} bytes, more than the {max_bytes:,} bytes "
+            "allowed for it",
+            what,
+        )
+    return info.st_size
+
+
+def check_regular_file(path, max_bytes=None, what="File"):
+    """Returns the size of `path` if it is a regular file within a limit.
+
+    Nothing is opened: `os.stat` follows symlinks and never blocks, so a
+    FIFO, a device (`/dev/zero`), a socket or a directory under a file's
+    name is refused before any reader touches it.
+
+    Args:
+        path: the file.
+        max_bytes: int, the largest size accepted, or `None` for any.
+        what: how the message names the file ("Image file", ...).
+
+    Raises:
+        MissingFileError: it does not exist (also a `FileNotFoundError`).
+        UnreadableFileError: a `ValueError` naming the file and what is
+            wrong with it.
+    """
+    path = os.fspath(path)
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise MissingFileError(path, "does not exist", what) from None
+    except (OSError, ValueError) as error:  # a loop, a NUL in the name
+        reason = getattr(error, "strerror", None) or error
+        raise UnreadableFileError(
+            path, f"cannot be read ({reason})", what
+        ) from None
+    return _check_stat(path, info, max_bytes, what)
+
+
+@contextlib.contextmanager
+def open_regular(path, max_bytes=None, what="File"):
+    """Opens the regular file `path` for reading bytes, checked twice.
+
+    `check_regular_file` first; then the file is opened without blocking
+    (a FIFO swapped in after the check still cannot hang the open) and the
+    open descriptor is checked again. Yields an unbuffered binary file.
+    """
+    path = os.fspath(path)
+    check_regular_file(path, max_bytes, what)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
+    flags |= getattr(os, "O_BINARY", 0)
+    try:
+        descriptor = os.open(path, flags)
+    except OSError as error:
+        raise UnreadableFileError(
+            path, f"cannot be read ({error.strerror or error})", what
+        ) from None
+    with os.fdopen(descriptor, "rb", buffering=0) as f:
+        _check_stat(path, os.fstat(descriptor), max_bytes, what)
+        yield f
+
+
+def read_bounded(path, max_bytes, what="File"):
+    """The bytes of the regular file `path`, refused beyond `max_bytes`.
+
+    Opened with `open_regular`, and read at most `max_bytes + 1` bytes, so
+    a file that grows without end (or lies about its size) is refused too.
+    """
+    chunks, total = [], 0
+    with open_regular(path, max_bytes, what) as f:
+        try:
+            while total <= max_bytes:
+                chunk = f.read(min(1 << 20, max_bytes + 1 - total))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                total += len(chunk)
+        except OSError as error:
+            raise UnreadableFileError(
+                os.fspath(path),
+                f"cannot be read ({error.strerror or error})",
+                what,
+            ) from None
+    if total > max_bytes:
+        raise UnreadableFileError(
+            os.fspath(path),
+            f"holds more than the {max_bytes:,} bytes allowed",
+            what,
+        )
+    return b"".join(chunks)
+
+
+def read_json(path, max_bytes=MAX_JSON_BYTES, what="JSON file"):
+    """Parses the JSON file `path`, read with `read_bounded`.
+
+    Raises:
+        UnreadableFileError: not a regular file, too large, not UTF-8 or
+            not valid JSON; the message names the file.
+    """
+    data = read_bounded(path, max_bytes, what)
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise UnreadableFileError(
+            os.fspath(path), f"is not valid JSON ({error})", what
+        ) from None
+
+
+def check_h5_dataset(dataset, path, file_size):
+    """Refuses an HDF5 dataset whose declared size its file cannot hold.
+
+    Read from metadata only: a compressed or sparse (chunked, unwritten)
+    dataset can declare gigabytes in a file of kilobytes, and reading it
+    would allocate them all. keras_aim and Keras write their weights
+    uncompressed, so the bytes a dataset declares are stored in the file.
+
+    Returns:
+        The dataset's declared size in bytes.
+    """
+    declared = int(dataset.size) * dataset.dtype.itemsize
+    stored = dataset.id.get_storage_size()
+    if declared and (declared > file_size or stored < declared):
+        raise ValueError(
+            f"{path}: dataset {dataset.name!r} declares shape "
+            f"{dataset.shape} ({declared:,} bytes) but the file stores "
+            f"{stored:,} bytes for it (a compressed or sparse dataset); "
+            "the file is damaged or not written by keras_aim or Keras."
+        )
+    return declared
+
+
+def h5_datasets(f):
+    """`{name: dataset}` of every dataset in an open file (no data read)."""
+    import h5py
+
+    found = {}
+    f.visititems(
+        lambda name, item: (
+            found.__setitem__(name, item)
+            if isinstance(item, h5py.Dataset)
+            else None
+        )
+    )
+    return found
 
 
 def fsync_directory(path):
