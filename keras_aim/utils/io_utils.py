@@ -11,12 +11,15 @@ memory.
 Writes: a folder is written next to its final name and renamed into place,
 so that a failure midway (a full disk, a kill) never leaves a half-written
 folder under the final name; the previous version is removed only after
-the new one is in place.
+the new one is in place. A write killed midway leaves its temporary folder
+behind; the next write to the same name removes it, once it can prove (by
+a lock the dead writer held) that no live process owns it.
 """
 
 import contextlib
 import json
 import os
+import re
 import shutil
 import stat
 import uuid
@@ -227,16 +230,17 @@ def write_json(path, obj, indent=1):
         raise
 
 
-def replace_folder(temporary, final):
+def replace_folder(temporary, final, aside=None):
     """Moves the complete folder `temporary` to `final`, replacing it.
 
     At every moment either the old or the new folder exists under a name
-    a reader can find: the old one is renamed aside first and deleted last.
+    a reader can find: the old one is renamed aside first (to `aside`, by
+    default `final.old-XXXXXXXX`) and deleted last.
     """
     fsync_tree(temporary)
     parent = os.path.dirname(os.path.abspath(final))
     if os.path.exists(final):
-        aside = f"{final}.old-{uuid.uuid4().hex[:8]}"
+        aside = aside or f"{final}.old-{uuid.uuid4().hex[:8]}"
         os.rename(final, aside)
         try:
             os.rename(temporary, final)
@@ -249,12 +253,125 @@ def replace_folder(temporary, final):
     fsync_directory(parent)
 
 
+def _fcntl():
+    try:
+        import fcntl
+    except ImportError:  # Windows: no stale-write recovery.
+        return None
+    return fcntl
+
+
+def _write_names(final):
+    parent, base = os.path.split(final)
+    pattern = re.compile(
+        rf"^\.{re.escape(base)}\.tmp-(?P<token>[0-9a-f]{{12}})\.lock$"
+    )
+    return parent, base, pattern
+
+
+class _WriteLock:
+    """A lock file beside a write in progress, held until the write ends.
+
+    It is created under another name, locked, then renamed into place, so
+    a lock file under its real name is always locked by a live writer or
+    left by a dead one (the kernel drops a dead process's `flock`).
+    """
+
+    def __init__(self, parent, base, token):
+        self.descriptor = None
+        fcntl = _fcntl()
+        if fcntl is None:
+            return
+        self.path = os.path.join(parent, f".{base}.tmp-{token}.lock")
+        pending = f"{self.path}-new"
+        descriptor = os.open(pending, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.write(
+                descriptor, f"keras_aim write, pid {os.getpid()}\n".encode()
+            )
+            os.rename(pending, self.path)
+        except BaseException:
+            os.close(descriptor)
+            with contextlib.suppress(OSError):
+                os.remove(pending)
+            raise
+        self.descriptor = descriptor
+
+    def release(self):
+        if self.descriptor is None:
+            return
+        with contextlib.suppress(OSError):
+            os.remove(self.path)  # Removed while still held.
+        os.close(self.descriptor)
+        self.descriptor = None
+
+
+def clean_stale_writes(final):
+    """Removes what dead `atomic_folder` writes to `final` left behind.
+
+    Only writes that are provably ours and provably dead are touched: a
+    `.NAME.tmp-XXXXXXXXXXXX.lock` file beside `final` whose lock no live
+    process holds. Its temporary folder is removed; an old version renamed
+    aside (`NAME.old-XXXXXXXXXXXX`) is removed if `final` exists, and put
+    back as `final` if the writer died between its two renames. Anything
+    else, including folders of writes that are still running, is left.
+
+    Returns:
+        The paths removed or restored.
+    """
+    fcntl = _fcntl()
+    final = os.path.abspath(os.fspath(final))
+    parent, base, pattern = _write_names(final)
+    if fcntl is None or not os.path.isdir(parent):
+        return []
+    cleaned = []
+    for name in sorted(os.listdir(parent)):
+        match = pattern.match(name)
+        if match is None:
+            continue
+        lock = os.path.join(parent, name)
+        try:
+            descriptor = os.open(lock, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            continue
+        try:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # Its writer is alive.
+            try:  # A finished writer removes its lock before releasing it.
+                if not os.path.samestat(os.fstat(descriptor), os.lstat(lock)):
+                    continue
+            except OSError:
+                continue
+            token = match.group("token")
+            temporary = os.path.join(parent, f".{base}.tmp-{token}")
+            aside = f"{final}.old-{token}"
+            if os.path.isdir(temporary):
+                shutil.rmtree(temporary, ignore_errors=True)
+                cleaned.append(temporary)
+            if os.path.isdir(aside):
+                if os.path.exists(final):
+                    shutil.rmtree(aside, ignore_errors=True)
+                else:
+                    os.rename(aside, final)
+                cleaned.append(aside)
+            os.remove(lock)
+            cleaned.append(lock)
+        finally:
+            os.close(descriptor)
+    return cleaned
+
+
 @contextlib.contextmanager
 def atomic_folder(final):
     """Yields a temporary folder that replaces `final` when the block ends.
 
     If the block raises, the temporary folder is deleted and `final` is left
-    exactly as it was.
+    exactly as it was. A write killed outright (SIGKILL, a power cut) leaves
+    its temporary folder; the next `atomic_folder(final)` removes it (see
+    `clean_stale_writes`).
 
     Example:
 
@@ -264,15 +381,18 @@ def atomic_folder(final):
     ```
     """
     final = os.path.abspath(os.fspath(final))
-    parent = os.path.dirname(final)
+    parent, base, _ = _write_names(final)
     os.makedirs(parent, exist_ok=True)
-    temporary = os.path.join(
-        parent, f".{os.path.basename(final)}.tmp-{uuid.uuid4().hex[:8]}"
-    )
-    os.makedirs(temporary)
+    clean_stale_writes(final)
+    token = uuid.uuid4().hex[:12]
+    temporary = os.path.join(parent, f".{base}.tmp-{token}")
+    lock = _WriteLock(parent, base, token)
     try:
+        os.makedirs(temporary)
         yield temporary
-        replace_folder(temporary, final)
+        replace_folder(temporary, final, aside=f"{final}.old-{token}")
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
+    finally:
+        lock.release()
