@@ -146,6 +146,11 @@ def next_patch_pixel_loss(
             f"{tuple(predictions.shape)}."
         )
     _check_float(predictions, "predictions")
+    if images.shape[0] == 0:
+        raise ValueError(
+            f"`images` is empty: it holds 0 examples (shape "
+            f"{tuple(images.shape)}); the loss needs at least one image."
+        )
     targets = next_patch_targets(
         images, patch_size, normalize_targets, token_order
     )
@@ -170,7 +175,7 @@ def next_patch_pixel_loss(
             f"{num} for images of shape {tuple(images.shape)}."
         )
     if num is not None:
-        check_prefix_lengths(prefix_lengths, num)
+        check_prefix_lengths(prefix_lengths, num, batch_size=batch)
     prefix_lengths = _prefix_lengths(prefix_lengths, ops.shape(targets)[0])
     got = prefix_lengths.shape[0]
     if batch is not None and got is not None and got != batch:

@@ -9,7 +9,6 @@ time. It never imports the models.
 """
 
 import hashlib
-import json
 import os
 
 from keras_aim.convert.readers import open_state_dict
@@ -31,6 +30,7 @@ from keras_aim.models.aim.aim_presets import PRESETS
 from keras_aim.models.aim.aim_presets import PTH_REPO
 from keras_aim.models.aim.aim_presets import check_preset_name
 from keras_aim.models.aim.aim_presets import released_sha256_prefix
+from keras_aim.utils import io_utils
 from keras_aim.utils.preset_utils import CONFIG_FILE
 from keras_aim.utils.preset_utils import KerasPresetLoader
 from keras_aim.utils.preset_utils import PresetLoader
@@ -49,7 +49,7 @@ def check_released_sha256(path):
     if prefix is None:
         return
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with io_utils.open_regular(path, what="Checkpoint file") as f:
         for block in iter(lambda: f.read(1 << 24), b""):
             digest.update(block)
     actual = digest.hexdigest()
@@ -111,10 +111,7 @@ class ReleasedCheckpointLoader(PresetLoader):
         """A loader for the released `.pth` files (`apple/AIM` layout)."""
         paths = [backbone_path] + ([head_path] if head_path else [])
         for path in paths:
-            if not os.path.isfile(path):
-                raise FileNotFoundError(
-                    f"Checkpoint file {path} does not exist."
-                )
+            io_utils.check_regular_file(path, what="Checkpoint file")
             check_released_sha256(path)
         probe_layers = head_file_probe_layers(head_path) if head_path else None
         return cls(paths, num_heads=num_heads, probe_layers=probe_layers)
@@ -251,13 +248,7 @@ def _folder_loader(folder):
         raise ValueError(
             f"{folder!r} is not a preset folder: it has no {CONFIG_FILE}."
         )
-    with open(config_path) as f:
-        try:
-            config = json.load(f)
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ValueError(
-                f"{config_path!r} is not valid JSON: {error}"
-            ) from error
+    config = io_utils.read_json(config_path, what="Preset config")
     if isinstance(config, dict) and "class_name" in config:
         if isinstance(config.get("config"), dict):
             return KerasPresetLoader(folder, config)

@@ -13,6 +13,11 @@ import struct
 
 import numpy as np
 
+from keras_aim.utils import io_utils
+
+# safetensors itself refuses headers over 100 MB.
+MAX_SAFETENSORS_HEADER_BYTES = 100 * 1024**2
+
 
 class StateDictReader:
     """Read-only, lazy view of a checkpoint's tensors.
@@ -107,11 +112,13 @@ class _SafetensorsReader(StateDictReader):
                 "`pip install safetensors` (or `keras-aim[convert]`)."
             ) from error
         try:
+            with io_utils.open_regular(path, what="Checkpoint file") as f:
+                (size,) = struct.unpack("<Q", f.read(8))
+                if size > MAX_SAFETENSORS_HEADER_BYTES:
+                    raise ValueError(f"a header of {size:,} bytes")
+                header = json.loads(f.read(size))
             with safe_open(path, framework="numpy") as handle:
                 names = list(handle.keys())
-            with open(path, "rb") as f:
-                (size,) = struct.unpack("<Q", f.read(8))
-                header = json.loads(f.read(size))
         except Exception as error:
             # safetensors raises its own `SafetensorError(Exception)`.
             raise ValueError(
@@ -147,12 +154,14 @@ class _SafetensorsReader(StateDictReader):
                 f"Tensor {name!r} in {self.path} has dtype {stored}, which "
                 "keras_aim cannot read."
             )
-        array = np.empty(shape, _SAFETENSORS_DTYPES[stored])
-        if array.nbytes != num_bytes:
+        dtype_code = np.dtype(_SAFETENSORS_DTYPES[stored])
+        declared = int(np.prod(shape, dtype=object)) * dtype_code.itemsize
+        if declared != num_bytes:  # checked before anything is allocated
             raise ValueError(
                 f"Tensor {name!r} in {self.path} has {num_bytes} bytes for "
                 f"shape {shape} and dtype {stored}: the file is corrupt."
             )
+        array = np.empty(shape, dtype_code)
         if dtype is not None and stored not in ("F64", "F32", "F16", "BF16"):
             raise _not_float(name, self.path, stored)
         self._read_into(name, offset, array)
@@ -312,8 +321,7 @@ def open_state_dict(path, *more_paths):
 
 def _open_one(path):
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Checkpoint file {path} does not exist.")
+    io_utils.check_regular_file(path, what="Checkpoint file")
     if path.endswith(".safetensors"):
         return _SafetensorsReader(path)
     if path.endswith((".pth", ".pt", ".bin")):

@@ -11,7 +11,6 @@ wrongly shaped tensor is a `ValueError` listing all of them. It works on
 any model with the keras_aim layer names and never imports the models.
 """
 
-import json
 import os
 import re
 
@@ -20,6 +19,7 @@ import numpy as np
 from keras_aim.convert.readers import StateDictReader
 from keras_aim.convert.readers import _bfloat16
 from keras_aim.convert.readers import as_reader
+from keras_aim.utils import io_utils
 
 HUB_CONFIG_FILE = "config.json"
 HUB_WEIGHTS_FILE = "model.safetensors"
@@ -133,16 +133,12 @@ def is_hub_folder(path):
 def read_hub_config(folder):
     """Reads a hub folder's `config.json` into a dict."""
     config_path = os.path.join(os.fspath(folder), HUB_CONFIG_FILE)
-    if not os.path.isfile(config_path):
+    if not os.path.lexists(config_path):
         raise FileNotFoundError(
             f"{folder} is not an AIM hub folder: {config_path} does not "
             f"exist (expected {HUB_CONFIG_FILE} and {HUB_WEIGHTS_FILE})."
         )
-    try:
-        with open(config_path) as f:
-            config = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"Could not parse {config_path} ({error}).") from error
+    config = io_utils.read_json(config_path, what="Hub config")
     if not isinstance(config, dict):
         raise ValueError(f"{config_path} must hold a JSON object.")
     return config

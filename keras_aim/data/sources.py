@@ -7,33 +7,120 @@ import numpy as np
 
 from keras_aim.data.common import SPLITS
 from keras_aim.data.common import import_tensorflow
+from keras_aim.utils import io_utils
+from keras_aim.utils.errors import UnreadableFileError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 # The first bytes of the image formats tf.io.decode_image reads.
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"GIF8")
+# A decoded image is allocated from the size its header declares; these
+# bound what one file may cost (a 100-megapixel photo is ~30 MB).
+MAX_IMAGE_FILE_BYTES = 256 * 1024**2
+MAX_IMAGE_PIXELS = 1 << 26  # 8192 x 8192
+_JPEG_FRAMES = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _jpeg_size(f, size):
+    """`(width, height)` from a JPEG's frame header, walking its segments."""
+    offset = 2
+    for _ in range(4096):
+        f.seek(offset)
+        marker = f.read(4)
+        if len(marker) < 4 or marker[0] != 0xFF:
+            return None
+        kind = marker[1]
+        if kind == 0xFF:  # fill byte
+            offset += 1
+            continue
+        if kind in (0x01, *range(0xD0, 0xD8)):  # no length
+            offset += 2
+            continue
+        if kind in (0xD9, 0xDA):  # end, or scan data before any frame
+            return None
+        length = int.from_bytes(marker[2:4], "big")
+        if kind in _JPEG_FRAMES:
+            frame = f.read(5)
+            if len(frame) < 5:
+                return None
+            return (
+                int.from_bytes(frame[3:5], "big"),
+                int.from_bytes(frame[1:3], "big"),
+            )
+        offset += 2 + length
+        if length < 2 or offset >= size:
+            return None
+    return None
+
+
+def image_dimensions(f, head, size):
+    """`(width, height)` an image's header declares, or `None` if unknown."""
+    if head.startswith(b"\x89PNG"):
+        f.seek(16)
+        data = f.read(8)
+        if len(data) == 8:
+            return int.from_bytes(data[:4], "big"), int.from_bytes(
+                data[4:], "big"
+            )
+    elif head.startswith(b"GIF8"):
+        f.seek(6)
+        data = f.read(4)
+        if len(data) == 4:
+            return int.from_bytes(data[:2], "little"), int.from_bytes(
+                data[2:], "little"
+            )
+    elif head.startswith(b"BM"):
+        f.seek(14)
+        data = f.read(12)
+        if len(data) == 12:
+            if int.from_bytes(data[:4], "little") == 12:  # OS/2 header
+                width = int.from_bytes(data[4:6], "little")
+                return width, int.from_bytes(data[6:8], "little")
+            width = int.from_bytes(data[4:8], "little", signed=True)
+            height = int.from_bytes(data[8:12], "little", signed=True)
+            return abs(width), abs(height)
+    elif head.startswith(b"\xff\xd8\xff"):
+        return _jpeg_size(f, size)
+    return None
 
 
 def check_image_file(path):
     """Why `path` cannot be an image, from its size, head and tail; or `None`.
 
-    A cheap check made when a dataset is built (it reads 8 bytes and the
-    last 1 KB): an empty or unreadable file, one that is not a JPEG, PNG,
-    BMP or GIF, or one cut short (a JPEG without its end marker, a PNG
-    without its IEND chunk, a BMP or GIF shorter than it says). Damage
-    inside a complete file is found when it is decoded (`find_undecodable`).
+    A cheap check made when a dataset is built (it reads the header and the
+    last 1 KB): not a regular file (a FIFO, a device, a directory: see
+    `io_utils.check_regular_file`), larger than `MAX_IMAGE_FILE_BYTES`, an
+    empty or unreadable file, one that is not a JPEG, PNG, BMP or GIF, one
+    whose header declares more than `MAX_IMAGE_PIXELS` pixels (decoding
+    would allocate them), or one cut short (a JPEG without its end marker,
+    a PNG without its IEND chunk, a BMP or GIF shorter than it says).
+    Damage inside a complete file is found when it is decoded
+    (`find_undecodable`).
     """
     try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as f:
-            head = f.read(8)
+        with io_utils.open_regular(
+            path, MAX_IMAGE_FILE_BYTES, "Image file"
+        ) as f:
+            size = os.fstat(f.fileno()).st_size
+            head, dimensions = f.read(8), None
+            if head.startswith(_MAGIC):
+                dimensions = image_dimensions(f, head, size)
             f.seek(max(0, size - 1024))
-            tail = f.read()
+            tail = f.read(1024)
+    except UnreadableFileError as error:
+        return error.reason
     except OSError as error:
         return f"cannot be read ({error.strerror or error})"
     if not head:
         return "is empty (0 bytes)"
     if not head.startswith(_MAGIC):
         return "is not a JPEG, PNG, BMP or GIF image"
+    if dimensions is not None and (
+        dimensions[0] * dimensions[1] > MAX_IMAGE_PIXELS
+    ):
+        return (
+            f"declares {dimensions[0]} x {dimensions[1]} pixels, more than "
+            f"the {MAX_IMAGE_PIXELS:,} allowed"
+        )
     truncated = "is truncated (its end is missing)"
     if head.startswith(b"\xff\xd8\xff") and b"\xff\xd9" not in tail:
         return truncated
@@ -101,7 +188,10 @@ def list_image_files(folder):
 
     Returns:
         A sorted list of paths ending in .jpg, .jpeg, .png or .bmp (any
-        case).
+        case) that are regular files (symlinks followed) of at most
+        `MAX_IMAGE_FILE_BYTES`; FIFOs, devices, sockets, broken links and
+        oversized files under such names are skipped with a warning, so
+        no reader ever opens them.
 
     Example:
 
@@ -111,12 +201,20 @@ def list_image_files(folder):
     """
     if not os.path.isdir(folder):
         raise ValueError(f"`{folder}` is not a directory.")
-    files = []
+    files, skipped = [], []
     for root, dirs, names in os.walk(folder):
         dirs.sort()
         for name in sorted(names):
             if name.lower().endswith(IMAGE_EXTENSIONS):
-                files.append(os.path.join(root, name))
+                path = os.path.join(root, name)
+                try:
+                    io_utils.check_regular_file(path, MAX_IMAGE_FILE_BYTES)
+                except UnreadableFileError as error:
+                    skipped.append((path, error.reason))
+                    continue
+                files.append(path)
+    if skipped:
+        warn_skipped(skipped)
     return sorted(files)
 
 
@@ -168,6 +266,9 @@ def read_class_folder(folder, split, test_fraction, seed):
             class_files = [class_files[i] for i in sorted(chosen)]
         files.extend(class_files)
         labels.extend([label] * len(class_files))
+    label_of = dict(zip(files, labels))
+    files, _ = readable_files(files, f"images in {folder!r}")
+    labels = [label_of[f] for f in files]
     return files, np.asarray(labels, "int32"), class_names
 
 

@@ -19,14 +19,17 @@ import os
 import shutil
 import time
 import uuid
+import warnings
 
 import keras
 
+from keras_aim.training import checkpoint_checks
 from keras_aim.training.checkpoints import FORMAT_VERSION
 from keras_aim.training.checkpoints import STATE_FILE
 from keras_aim.training.checkpoints import CheckpointManager
 from keras_aim.training.checkpoints import _variable_record
 from keras_aim.training.checkpoints import build_optimizer
+from keras_aim.training.checkpoints import check_model_matches
 from keras_aim.utils import io_utils
 from keras_aim.utils.errors import CheckpointDamagedError
 from keras_aim.utils.errors import TrainingDivergedError
@@ -97,6 +100,9 @@ class ShardedCheckpointManager(CheckpointManager):
             checkpointer = ocp.StandardCheckpointer()
             checkpointer.save(os.path.join(temporary, ORBAX_FOLDER), tree)
             checkpointer.wait_until_finished()
+            sums, sizes = checkpoint_checks.folder_checksums(
+                temporary, ORBAX_FOLDER
+            )
             optimizer = build_optimizer(model)
             state = {
                 "format": FORMAT_VERSION,
@@ -110,6 +116,8 @@ class ShardedCheckpointManager(CheckpointManager):
                 "time": time.strftime("%Y-%m-%d %H:%M:%S"),
                 "model_variables": _variable_record(model.variables),
                 "optimizer_variables": _variable_record(optimizer.variables),
+                "sha256": sums,
+                "sizes": sizes,
             }
             io_utils.write_json(os.path.join(temporary, STATE_FILE), state)
             io_utils.replace_folder(temporary, final)
@@ -121,24 +129,32 @@ class ShardedCheckpointManager(CheckpointManager):
         return final
 
     def verify(self, path):
-        state = super().verify(path) if not self._is_orbax(path) else None
-        if state is not None:
-            return state
-        import json
+        """The local checks on an Orbax checkpoint, before any restore.
 
+        `state.json` against its schema, then the SHA-256 of every file
+        Orbax wrote (listed in it at save time). Finiteness is checked in
+        `restore`, on the arrays Orbax reads into their shardings, before
+        anything is assigned.
+        """
         state_path = os.path.join(path, STATE_FILE)
-        try:
-            with open(state_path) as f:
-                state = json.load(f)
-            int(state["step"])
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise CheckpointDamagedError(
-                state_path, f"unreadable ({type(error).__name__})"
-            ) from error
-        if not os.path.isdir(os.path.join(path, ORBAX_FOLDER)):
-            raise CheckpointDamagedError(
-                os.path.join(path, ORBAX_FOLDER), "is missing"
+        if not self._is_orbax(path):
+            if checkpoint_checks.read_state(state_path).get("orbax"):
+                raise CheckpointDamagedError(
+                    os.path.join(path, ORBAX_FOLDER), "is missing"
+                )
+            return super().verify(path)
+        state = checkpoint_checks.read_state(state_path)
+        sums = state.get("sha256")
+        if sums is None:
+            warnings.warn(
+                f"{state_path} lists no checksums (written by an older "
+                "keras_aim): only the finiteness of its weights is checked.",
+                stacklevel=2,
             )
+        elif not any(name.startswith(ORBAX_FOLDER + "/") for name in sums):
+            raise CheckpointDamagedError(state_path, "lists no Orbax files")
+        else:
+            checkpoint_checks.check_checksums(path, sums, state.get("sizes"))
         return state
 
     @staticmethod
@@ -148,6 +164,7 @@ class ShardedCheckpointManager(CheckpointManager):
     def restore(self, model, path=None, fingerprint=None):
         """Restores into the current variables' shardings (any mesh)."""
         import jax
+        import jax.numpy as jnp
 
         path = path or self.latest()
         if path is None:
@@ -159,6 +176,7 @@ class ShardedCheckpointManager(CheckpointManager):
             from keras_aim.training.checkpoints import check_fingerprint
 
             check_fingerprint(state.get("fingerprint", {}), fingerprint, path)
+        check_model_matches(state, model, path)
         ocp = _ocp()
         variables, tree = _state_tree(model)
         target = {
@@ -176,6 +194,15 @@ class ShardedCheckpointManager(CheckpointManager):
                 os.path.join(path, ORBAX_FOLDER),
                 f"cannot be restored ({type(error).__name__}: {error})",
             ) from error
+        for index, variable in enumerate(variables):
+            value = restored[_key(index, variable)]
+            if jnp.issubdtype(value.dtype, jnp.floating) and not bool(
+                jnp.isfinite(value).all()
+            ):
+                raise CheckpointDamagedError(
+                    os.path.join(path, ORBAX_FOLDER),
+                    f"holds non-finite values (in {variable.path!r})",
+                )
         for index, variable in enumerate(variables):
             variable.assign(restored[_key(index, variable)])
         state.setdefault("extra", {})

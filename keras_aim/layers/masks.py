@@ -2,6 +2,8 @@
 
 from keras import ops
 
+from keras_aim.utils import validation
+
 
 def prefix_causal_mask(prefix_lengths, num_patches):
     """Builds the prefix-causal attention mask of AIM pre-training.
@@ -11,8 +13,9 @@ def prefix_causal_mask(prefix_lengths, num_patches):
     or 1 gives plain causal attention; `num_patches` gives full attention.
 
     Args:
-        prefix_lengths: int tensor `(B,)`, the prefix length `K` per sample.
-        num_patches: int, the sequence length `N`.
+        prefix_lengths: int tensor `(B,)`, the prefix length `K` per
+            sample, each in `[0, N]`.
+        num_patches: int, the sequence length `N` (a positive int).
 
     Returns:
         A boolean `(B, N, N)` tensor, `True` where attention is allowed.
@@ -23,15 +26,20 @@ def prefix_causal_mask(prefix_lengths, num_patches):
     >>> keras.ops.convert_to_numpy(mask)[0].astype(int).tolist()
     [[1, 1, 0], [1, 1, 0], [1, 1, 1]]
     """
-    if int(num_patches) <= 0:
-        raise ValueError(
-            f"`num_patches` must be a positive integer; got {num_patches}."
-        )
+    num_patches = validation.positive_int(num_patches, "num_patches")
+    validation.check_prefix_lengths(
+        prefix_lengths, num_patches, maximum=num_patches
+    )
     prefix_lengths = ops.convert_to_tensor(prefix_lengths)
     if len(prefix_lengths.shape) != 1:
         raise ValueError(
             "`prefix_lengths` must be a 1-D tensor (one length per sample); "
             f"got shape {tuple(prefix_lengths.shape)}."
+        )
+    if prefix_lengths.shape[0] == 0:
+        raise ValueError(
+            "`prefix_lengths` is empty: give one length per sample (a mask "
+            "for 0 samples means nothing)."
         )
     prefix_lengths = ops.cast(prefix_lengths, "int32")
     positions = ops.arange(int(num_patches), dtype="int32")

@@ -4,17 +4,36 @@ import keras
 from keras import ops
 
 
+def _check_images(images):
+    if isinstance(images, (list, tuple)) or not hasattr(images, "shape"):
+        raise ValueError(
+            "Patchify expects `images` as an array or tensor of shape "
+            "(batch, height, width, channels); got a "
+            f"{type(images).__name__}. Pass np.asarray(images, 'float32')."
+        )
+    if len(images.shape) != 4:
+        raise ValueError(
+            "Patchify expects images of shape (batch, height, width, "
+            f"channels); got shape {tuple(images.shape)}."
+        )
+    if "complex" in str(images.dtype):
+        raise ValueError(
+            f"Patchify expects real images; got dtype {images.dtype}."
+        )
+    if images.shape[0] == 0:
+        raise ValueError(
+            f"Patchify got empty `images` (0 examples, shape "
+            f"{tuple(images.shape)}); pass at least one image."
+        )
+
+
 def patchify(images, patch_size):
     """`(B, H, W, C)` to `(B, N, p * p * C)`; the function behind `Patchify`.
 
     A plain function (no layer is created), so that it can also run inside
     traced or compiled training steps (e.g. `torch.compile`).
     """
-    if len(images.shape) != 4:
-        raise ValueError(
-            "Patchify expects images of shape (batch, height, width, "
-            f"channels); got shape {tuple(images.shape)}."
-        )
+    _check_images(images)
     p = int(patch_size)
     for axis, name in ((1, "height"), (2, "width")):
         size = images.shape[axis]
@@ -57,6 +76,10 @@ class Patchify(keras.layers.Layer):
                 f"`patch_size` must be a positive integer; got {patch_size}."
             )
         self.patch_size = int(patch_size)
+
+    def __call__(self, images, *args, **kwargs):
+        _check_images(images)  # before Keras wraps the error
+        return super().__call__(images, *args, **kwargs)
 
     def call(self, images):
         return patchify(images, self.patch_size)

@@ -10,12 +10,14 @@ targets and architecture as attributes) and read back by
 """
 
 import json
+import math
 import os
 import uuid
 
 import keras
 import numpy as np
 
+from keras_aim.utils import io_utils
 from keras_aim.utils.validation import positive_int
 
 LORA_TARGETS = ("attn_qkv", "attn_proj", "mlp_fc1", "mlp_fc2")
@@ -34,8 +36,12 @@ def _check_targets(target_layers):
         return list(LORA_TARGETS)
     if isinstance(target_layers, str):
         target_layers = [target_layers]
-    targets = list(target_layers)
-    unknown = [t for t in targets if t not in LORA_TARGETS]
+    try:
+        targets = list(target_layers)
+    except TypeError:
+        targets = [target_layers]
+    unknown = [t for t in targets if not isinstance(t, str)]
+    unknown += [t for t in targets if t not in LORA_TARGETS]
     if unknown or not targets or len(set(targets)) != len(targets):
         raise ValueError(
             f"`target_layers` must be distinct names among {LORA_TARGETS}; "
@@ -47,14 +53,48 @@ def _check_targets(target_layers):
 def _check_blocks(blocks, num_layers):
     if blocks is None:
         return list(range(num_layers))
-    blocks = [int(b) for b in blocks]
-    bad = [b for b in blocks if not 0 <= b < num_layers]
-    if bad or not blocks or len(set(blocks)) != len(blocks):
+    try:
+        given = list(blocks)
+    except TypeError:
+        given = None
+    if given is None or not all(
+        isinstance(b, (int, np.integer)) and not isinstance(b, bool)
+        for b in given
+    ):
+        raise ValueError(
+            f"`blocks` must be a list of int block indices; got {blocks!r}."
+        )
+    given = [int(b) for b in given]
+    bad = [b for b in given if not 0 <= b < num_layers]
+    if bad or not given or len(set(given)) != len(given):
         raise ValueError(
             f"`blocks` must be distinct indices in [0, {num_layers}); got "
             f"{blocks!r}."
         )
-    return sorted(blocks)
+    return sorted(given)
+
+
+def _check_rank(rank, hidden_dim):
+    rank = positive_int(rank, "rank")
+    if rank > hidden_dim:
+        raise ValueError(
+            f"`rank`={rank} is above the full rank of the kernels: it must "
+            f"be at most hidden_dim={hidden_dim}."
+        )
+    return rank
+
+
+def _check_alpha(alpha):
+    if alpha is not None and (
+        isinstance(alpha, bool)
+        or not isinstance(alpha, (int, float))
+        or not math.isfinite(alpha)
+        or alpha <= 0
+    ):
+        raise ValueError(
+            f"`alpha` must be a positive finite number; got {alpha!r}."
+        )
+    return alpha
 
 
 def lora_layers(backbone):
@@ -70,15 +110,10 @@ def lora_layers(backbone):
 
 def enable_lora(backbone, rank, target_layers=None, blocks=None, alpha=None):
     """Implements `AIMBackbone.enable_lora`; returns the LoRA variables."""
-    rank = positive_int(rank, "rank")
+    rank = _check_rank(rank, backbone.hidden_dim)
     targets = _check_targets(target_layers)
     blocks = _check_blocks(blocks, backbone.num_layers)
-    if alpha is not None and (
-        isinstance(alpha, bool)
-        or not isinstance(alpha, (int, float))
-        or alpha <= 0
-    ):
-        raise ValueError(f"`alpha` must be a positive number; got {alpha!r}.")
+    alpha = _check_alpha(alpha)
     if lora_layers(backbone):
         raise ValueError(
             "LoRA is already enabled on this backbone; build a new one (or "
@@ -165,69 +200,137 @@ def save_lora_weights(backbone, path):
         raise
 
 
-def load_lora_weights(backbone, path):
-    """Reads a `save_lora_weights` file, enabling LoRA first if needed."""
-    import h5py
-
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"LoRA weights file {path} does not exist.")
+def _read_info(f, path):
+    """The file's LoRA attribute, checked against the schema."""
     try:
-        with h5py.File(path, "r") as f:
-            info = json.loads(f.attrs[LORA_ATTRIBUTE])
-            arrays = {}
-            f.visititems(
-                lambda name, item: (
-                    arrays.__setitem__(name, item[()])
-                    if isinstance(item, h5py.Dataset)
-                    else None
-                )
-            )
-    except (OSError, KeyError, ValueError) as error:
+        info = json.loads(f.attrs[LORA_ATTRIBUTE])
+    except (OSError, KeyError, ValueError, TypeError) as error:
         raise ValueError(
             f"{path} is not a keras_aim LoRA weights file ({error})."
         ) from error
-    ours = _architecture(backbone)
-    theirs = {k: info.get(k) for k in ARCHITECTURE_KEYS}
-    if ours != theirs:
-        differ = ", ".join(
-            f"{k}={theirs[k]} (this backbone: {ours[k]})"
-            for k in ARCHITECTURE_KEYS
-            if theirs[k] != ours[k]
-        )
+    config = info.get("lora") if isinstance(info, dict) else None
+    keys = ("rank", "alpha", "target_layers", "blocks")
+    if not isinstance(config, dict) or set(config) != set(keys):
         raise ValueError(
-            f"The LoRA weights in {path} were made for another "
-            f"architecture: {differ}."
+            f"{path} is not a keras_aim LoRA weights file: its "
+            f"{LORA_ATTRIBUTE!r} attribute must hold a 'lora' object with "
+            f"the keys {keys}; got {config!r}."
         )
-    config = info["lora"]
-    if not lora_layers(backbone):
-        enable_lora(
-            backbone,
-            config["rank"],
-            config["target_layers"],
-            config["blocks"],
-            config["alpha"],
-        )
-    elif backbone.lora_config != config:
+    return info
+
+
+def _check_config(backbone, config, path):
+    """Validates a file's LoRA settings with `enable_lora`'s own checks."""
+    try:
+        rank = _check_rank(config["rank"], backbone.hidden_dim)
+        targets = _check_targets(config["target_layers"])
+        if isinstance(config["target_layers"], str):
+            raise ValueError("`target_layers` must be a list")
+        blocks = _check_blocks(config["blocks"], backbone.num_layers)
+        alpha = _check_alpha(config["alpha"])
+    except ValueError as error:
         raise ValueError(
-            f"This backbone has LoRA {backbone.lora_config}, but {path} holds "
-            f"LoRA {config}."
-        )
-    variables = lora_variables(backbone)
-    missing = [v.path for v in variables if v.path not in arrays]
-    if missing or len(arrays) != len(variables):
+            f"{path} holds invalid LoRA settings: {error}"
+        ) from error
+    return rank, targets, blocks, alpha
+
+
+def _allowed_shapes(backbone, rank, targets):
+    mlp = int(backbone.mlp_ratio * backbone.hidden_dim)
+    width = backbone.hidden_dim
+    sizes = {
+        "attn_qkv": (width, 3 * width),
+        "attn_proj": (width, width),
+        "mlp_fc1": (width, mlp),
+        "mlp_fc2": (mlp, width),
+    }
+    shapes = set()
+    for target in targets:
+        fan_in, fan_out = sizes[target]
+        shapes |= {(fan_in, rank), (rank, fan_out)}
+    return shapes
+
+
+def load_lora_weights(backbone, path):
+    """Reads a `save_lora_weights` file, enabling LoRA first if needed.
+
+    Everything is checked from the file's metadata before any array is
+    read or any LoRA variable created: a regular file, the settings'
+    schema and ranges (rank at most `hidden_dim`), the architecture, the
+    number of datasets, and each dataset's shape, dtype and stored size.
+    """
+    import h5py
+
+    path = os.fspath(path)
+    file_size = io_utils.check_regular_file(path, what="LoRA weights file")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as error:
         raise ValueError(
-            f"{path} does not hold this backbone's LoRA matrices (missing "
-            f"{missing[:4]}, {len(arrays)} arrays for {len(variables)})."
-        )
-    for variable in variables:
-        value = np.asarray(arrays[variable.path])
-        if tuple(value.shape) != tuple(variable.shape):
-            raise ValueError(
-                f"{path}: {variable.path} has shape {value.shape}, expected "
-                f"{tuple(variable.shape)}."
+            f"{path} is not a keras_aim LoRA weights file ({error})."
+        ) from error
+    with f:
+        info = _read_info(f, path)
+        ours = _architecture(backbone)
+        theirs = {k: info.get(k) for k in ARCHITECTURE_KEYS}
+        if ours != theirs:
+            differ = ", ".join(
+                f"{k}={theirs[k]!r} (this backbone: {ours[k]})"
+                for k in ARCHITECTURE_KEYS
+                if theirs[k] != ours[k]
             )
-        variable.assign(value)
+            raise ValueError(
+                f"The LoRA weights in {path} were made for another "
+                f"architecture: {differ}."
+            )
+        rank, targets, blocks, alpha = _check_config(
+            backbone, info["lora"], path
+        )
+        datasets = io_utils.h5_datasets(f)
+        expected = 2 * len(targets) * len(blocks)
+        if len(datasets) != expected:
+            raise ValueError(
+                f"{path} holds {len(datasets)} arrays; its settings "
+                f"({len(blocks)} blocks x {len(targets)} targets) need "
+                f"{expected}."
+            )
+        allowed = _allowed_shapes(backbone, rank, targets)
+        for name, dataset in datasets.items():
+            if dataset.dtype.kind != "f" or tuple(dataset.shape) not in allowed:
+                raise ValueError(
+                    f"{path}: dataset {name!r} has shape {dataset.shape} and "
+                    f"dtype {dataset.dtype}; LoRA matrices of rank {rank} "
+                    f"are float with shapes among {sorted(allowed)}."
+                )
+            io_utils.check_h5_dataset(dataset, path, file_size)
+        config = {
+            "rank": rank,
+            "alpha": float(alpha if alpha is not None else rank),
+            "target_layers": targets,
+            "blocks": blocks,
+        }
+        if not lora_layers(backbone):
+            enable_lora(backbone, rank, targets, blocks, alpha)
+        elif backbone.lora_config != config:
+            raise ValueError(
+                f"This backbone has LoRA {backbone.lora_config}, but {path} "
+                f"holds LoRA {config}."
+            )
+        variables = lora_variables(backbone)
+        missing = [v.path for v in variables if v.path not in datasets]
+        if missing:
+            raise ValueError(
+                f"{path} does not hold this backbone's LoRA matrices (missing "
+                f"{missing[:4]})."
+            )
+        for variable in variables:
+            dataset = datasets[variable.path]
+            if tuple(dataset.shape) != tuple(variable.shape):
+                raise ValueError(
+                    f"{path}: {variable.path} has shape {dataset.shape}, "
+                    f"expected {tuple(variable.shape)}."
+                )
+            variable.assign(dataset[()])
 
 
 def merge_lora_weights(backbone):

@@ -1,8 +1,22 @@
 """Block features of a frozen backbone, computed once: in memory, or in a
-`.npy` file for sets too large for memory."""
+`.npy` file for sets too large for memory.
 
+The on-disk cache of a large set is a uniquely named temporary file in a
+folder the caller gives (by default a fresh temporary folder), unlinked as
+soon as it is mapped: the mapping keeps the data for as long as the
+returned array lives, and nothing is left on disk whatever ends the
+process (success, an exception, SIGTERM, SIGKILL). Where an open file
+cannot be unlinked (Windows), it is removed when the array is collected
+or the interpreter exits. Two probes never share a file.
+"""
+
+import contextlib
 import math
 import os
+import shutil
+import tempfile
+import uuid
+import weakref
 
 import keras
 import numpy as np
@@ -72,6 +86,71 @@ def feature_model(backbone, layers, pool=None):
     return keras.Model(images, features)
 
 
+def _remove(path, folder=None):
+    with contextlib.suppress(OSError):
+        os.remove(path)
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def temporary_memmap(shape, folder=None, dtype="float32"):
+    """A `.npy` memory map in a unique temporary file, already unlinked.
+
+    Args:
+        shape: the array's shape.
+        folder: where the file lives while it is mapped (it must exist);
+            `None` makes (and removes) a fresh temporary folder.
+        dtype: the array's dtype.
+
+    Returns:
+        A writable `np.memmap`; its file is gone from `folder` already
+        (POSIX), or is removed when the array is collected (Windows).
+    """
+    own = folder is None
+    if own:
+        folder = tempfile.mkdtemp(prefix="keras_aim_features_")
+    elif not os.path.isdir(folder):
+        raise ValueError(
+            f"`cache_dir`={folder!r} is not an existing folder; pass a "
+            "folder for the feature cache (or None for a temporary one)."
+        )
+    path = os.path.join(folder, f"features_cache-{uuid.uuid4().hex}.npy")
+    try:
+        array = np.lib.format.open_memmap(
+            path, mode="w+", dtype=dtype, shape=tuple(shape)
+        )
+    except BaseException:
+        _remove(path, folder if own else None)
+        raise
+    _remove(path, folder if own else None)
+    if os.path.exists(path):  # The OS keeps mapped files (Windows).
+        weakref.finalize(array, _remove, path, folder if own else None)
+    return array
+
+
+@contextlib.contextmanager
+def _cache_file(cache_path, shape):
+    """A memory map written beside `cache_path`, renamed onto it on success.
+
+    A second run writing the same `cache_path` writes its own file, so the
+    first one's mapping is never truncated under it; a failed run removes
+    its file.
+    """
+    cache_path = os.path.abspath(os.fspath(cache_path))
+    folder, name = os.path.split(cache_path)
+    temporary = os.path.join(folder, f".{name}.tmp-{uuid.uuid4().hex[:12]}")
+    try:
+        array = np.lib.format.open_memmap(
+            temporary, mode="w+", dtype="float32", shape=tuple(shape)
+        )
+        yield array
+        array.flush()
+        os.replace(temporary, cache_path)
+    except BaseException:
+        _remove(temporary)
+        raise
+
+
 def block_features(
     backbone,
     data,
@@ -80,6 +159,7 @@ def block_features(
     pool=None,
     cache_path=None,
     verbose=1,
+    cache_dir=None,
 ):
     """Computes features of a labelled set once.
 
@@ -89,15 +169,23 @@ def block_features(
         layers: block indices (their outputs are averaged) or `"final"`.
         batch_size: int, images per forward pass.
         pool: `None` (all tokens) or `"mean"`.
-        cache_path: a `.npy` file to hold the features on disk (a memory
-            map); by default they stay in memory unless larger than
-            `IN_MEMORY_LIMIT_BYTES`, then a `.npy` beside the working folder.
+        cache_path: a `.npy` file to keep the features in (a memory map),
+            written beside it and renamed onto it once complete. By default
+            they stay in memory unless larger than `IN_MEMORY_LIMIT_BYTES`,
+            then in a temporary memory map (see the module doc).
         verbose: int, 1 shows a progress bar.
+        cache_dir: the folder of that temporary memory map (e.g. the run's
+            output folder); defaults to a fresh temporary folder.
 
     Returns:
         `(features, labels)`: float32 `(N, T, D)` (or `(N, D)` pooled) and
         int32 `(N,)`; `N` drops files that failed to decode.
     """
+    if cache_dir is not None and not os.path.isdir(cache_dir):
+        raise ValueError(
+            f"`cache_dir`={cache_dir!r} is not an existing folder; pass a "
+            "folder for the feature cache (or None for a temporary one)."
+        )
     model = feature_model(backbone, layers, pool)
     spec = model.output
     shape = tuple(int(d) for d in spec.shape[1:] if d is not None)
@@ -108,14 +196,25 @@ def block_features(
         shape = tuple(probe.shape[1:])
     total = data.num_examples
     num_bytes = total * int(np.prod(shape)) * 4
-    if cache_path is None and num_bytes > IN_MEMORY_LIMIT_BYTES:
-        cache_path = os.path.abspath("features_cache.npy")
-    if cache_path is not None:
-        features = np.lib.format.open_memmap(
-            cache_path, mode="w+", dtype="float32", shape=(total, *shape)
-        )
-    else:
-        features = np.empty((total, *shape), "float32")
+    with contextlib.ExitStack() as stack:
+        if cache_path is not None:
+            features = stack.enter_context(
+                _cache_file(cache_path, (total, *shape))
+            )
+        elif num_bytes > IN_MEMORY_LIMIT_BYTES:
+            features = temporary_memmap((total, *shape), cache_dir)
+        else:
+            features = np.empty((total, *shape), "float32")
+        count, labels = _fill(model, data, batch_size, features, verbose)
+    data.check_decoded(count)
+    if not count:
+        raise ValueError(f"No image of {data.source!r} could be read.")
+    return features[:count], labels[:count]
+
+
+def _fill(model, data, batch_size, features, verbose):
+    """Writes the features of every batch; returns `(count, labels)`."""
+    total = len(features)
     labels = np.empty((total,), "int32")
     progress = keras.utils.Progbar(total, verbose=verbose) if verbose else None
     count = 0
@@ -126,7 +225,4 @@ def block_features(
         count += len(out)
         if progress is not None:
             progress.update(count)
-    data.check_decoded(count)
-    if not count:
-        raise ValueError(f"No image of {data.source!r} could be read.")
-    return features[:count], labels[:count]
+    return count, labels

@@ -62,6 +62,7 @@ def train_probe(
     cache_path=None,
     image_converter=None,
     verbose=1,
+    cache_dir=None,
 ):
     """Trains a probe head on a frozen trunk; returns the classifier.
 
@@ -77,6 +78,9 @@ def train_probe(
         cache_features: bool, compute the block features once and train
             the head on them (same result as `False`, much faster).
         cache_path: optional `.npy` file for large feature sets.
+        cache_dir: the folder of the temporary feature cache of a large
+            set (e.g. the run's output folder); defaults to a fresh
+            temporary folder. The file is removed however the run ends.
         image_converter: stored with the classifier (its preset).
         verbose: int.
 
@@ -102,6 +106,7 @@ def train_probe(
             classifier.probe_layers,
             batch_size=max(batch_size, 64),
             cache_path=cache_path,
+            cache_dir=cache_dir,
             verbose=verbose,
         )
         # The classifier's own head, trained on the cached features: its

@@ -16,7 +16,6 @@ and renames it into place, verifies checksums before using one, and never
 writes weights that are not finite.
 """
 
-import hashlib
 import json
 import os
 import shutil
@@ -27,6 +26,9 @@ import warnings
 import keras
 import numpy as np
 
+from keras_aim.training import checkpoint_checks
+from keras_aim.training.checkpoint_checks import FORMAT_VERSION
+from keras_aim.training.checkpoint_checks import sha256_file as _sha256
 from keras_aim.utils import io_utils
 from keras_aim.utils.errors import CheckpointDamagedError
 from keras_aim.utils.errors import SettingsError
@@ -39,7 +41,6 @@ WEIGHTS_FILE = "model.weights.h5"
 # The format of keras_aim 0.1 (variables by index); still resumable.
 LEGACY_MODEL_FILE = "model_variables.npz"
 LEGACY_OPTIMIZER_FILE = "optimizer_variables.npz"
-FORMAT_VERSION = 2
 
 
 def build_optimizer(model):
@@ -63,14 +64,6 @@ def _signature(record):
     # The leading component (optimizer or seed-generator name) may carry a
     # uniquifying suffix such as "_1" in another process; the rest may not.
     return record["path"].split("/", 1)[-1], tuple(record["shape"])
-
-
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_finite_weights(model, step, latest):
@@ -185,6 +178,7 @@ class CheckpointManager:
                 "model_variables": _variable_record(model.variables),
                 "optimizer_variables": _variable_record(optimizer.variables),
                 "sha256": {WEIGHTS_FILE: _sha256(weights)},
+                "sizes": {WEIGHTS_FILE: os.path.getsize(weights)},
             }
             # Written last: a folder without state.json is never a checkpoint.
             io_utils.write_json(os.path.join(temporary, STATE_FILE), state)
@@ -217,37 +211,21 @@ class CheckpointManager:
             CheckpointDamagedError: naming the damaged file.
         """
         state_path = os.path.join(path, STATE_FILE)
-        try:
-            with open(state_path) as f:
-                state = json.load(f)
-            if not isinstance(state, dict):
-                raise ValueError("not a JSON object")
-            int(state["step"])
-            state["model_variables"], state["optimizer_variables"]
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise CheckpointDamagedError(
-                state_path, f"unreadable ({type(error).__name__}: {error})"
-            ) from error
-        if state.get("format", 1) < FORMAT_VERSION:
-            files = (LEGACY_MODEL_FILE, LEGACY_OPTIMIZER_FILE)
-            for name in files:
-                _check_arrays(os.path.join(path, name), _npz_arrays)
+        state = checkpoint_checks.read_state(state_path)
+        if state["format"] < FORMAT_VERSION:
+            for name in (LEGACY_MODEL_FILE, LEGACY_OPTIMIZER_FILE):
+                checkpoint_checks.check_npz_file(os.path.join(path, name))
             return state
         sums = state.get("sha256") or {}
         if WEIGHTS_FILE not in sums:
             raise CheckpointDamagedError(state_path, "lists no checksums")
-        for name, digest in sums.items():
-            file_path = os.path.join(path, name)
-            try:
-                actual = _sha256(file_path)
-            except OSError as error:
-                raise CheckpointDamagedError(file_path, str(error)) from error
-            if actual != digest:
-                raise CheckpointDamagedError(
-                    file_path,
-                    "its SHA-256 differs from the one written with it",
-                )
-        _check_arrays(os.path.join(path, WEIGHTS_FILE), _h5_arrays)
+        # Older checkpoints record no sizes: a weights file is its
+        # variables plus HDF5 overhead, never many times more.
+        limit = 2 * checkpoint_checks.recorded_bytes(state) + (1 << 20)
+        limit += 64 * 1024 * len(state["model_variables"])
+        limit += 64 * 1024 * len(state["optimizer_variables"])
+        checkpoint_checks.check_checksums(path, sums, state.get("sizes"), limit)
+        checkpoint_checks.check_h5_file(os.path.join(path, WEIGHTS_FILE))
         return state
 
     def restore(self, model, path=None, fingerprint=None):
@@ -276,22 +254,7 @@ class CheckpointManager:
         state = self.verify(path)
         if fingerprint is not None:
             check_fingerprint(state.get("fingerprint", {}), fingerprint, path)
-        optimizer = build_optimizer(model)
-        for variables, key in (
-            (model.variables, "model_variables"),
-            (optimizer.variables, "optimizer_variables"),
-        ):
-            saved = state[key]
-            current = _variable_record(variables)
-            if [_signature(s) for s in saved] != [
-                _signature(c) for c in current
-            ]:
-                raise SettingsError(
-                    f"Checkpoint {path!r} does not match this model: its "
-                    f"{key} ({len(saved)}) differ from the model's "
-                    f"({len(current)}) in paths or shapes. Resume with the "
-                    "same model settings, or use a new output folder."
-                )
+        optimizer = check_model_matches(state, model, path)
         if state.get("format", 1) < FORMAT_VERSION:
             _restore_legacy(path, model, optimizer)
         else:
@@ -329,43 +292,27 @@ class CheckpointManager:
         return None
 
 
-def _h5_arrays(path):
-    import h5py
+def check_model_matches(state, model, path):
+    """Raises a `SettingsError` if the saved variables are not the model's.
 
-    with h5py.File(path, "r") as f:
-        found = []
-        f.visititems(
-            lambda name, item: (
-                found.append(name) if isinstance(item, h5py.Dataset) else None
+    Returns:
+        The model's (built) optimizer.
+    """
+    optimizer = build_optimizer(model)
+    for variables, key in (
+        (model.variables, "model_variables"),
+        (optimizer.variables, "optimizer_variables"),
+    ):
+        saved = state[key]
+        current = _variable_record(variables)
+        if [_signature(s) for s in saved] != [_signature(c) for c in current]:
+            raise SettingsError(
+                f"Checkpoint {path!r} does not match this model: its "
+                f"{key} ({len(saved)}) differ from the model's "
+                f"({len(current)}) in paths or shapes. Resume with the "
+                "same model settings, or use a new output folder."
             )
-        )
-        for name in found:
-            yield name, f[name][()]
-
-
-def _npz_arrays(path):
-    with np.load(path) as arrays:
-        for name in arrays.files:
-            yield name, arrays[name]
-
-
-def _check_arrays(path, reader):
-    """Every float array the file holds is finite, one array at a time."""
-    try:
-        for name, array in reader(path):
-            array = np.asarray(array)
-            if array.dtype.kind == "f" and not np.isfinite(array).all():
-                raise CheckpointDamagedError(
-                    path, f"holds non-finite values (in {name!r})"
-                )
-            if array.dtype.kind == "V":  # bfloat16 stored raw: widen to check
-                continue
-    except CheckpointDamagedError:
-        raise
-    except Exception as error:  # h5py / zipfile raise many error types.
-        raise CheckpointDamagedError(
-            path, f"unreadable ({type(error).__name__}: {error})"
-        ) from error
+    return optimizer
 
 
 def _restore_legacy(path, model, optimizer):

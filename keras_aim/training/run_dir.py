@@ -9,6 +9,7 @@ import time
 import numpy as np
 
 from keras_aim.callbacks.step_logger import LOG_FIELDS
+from keras_aim.utils import io_utils
 from keras_aim.utils.errors import SettingsError
 
 LOG_FILE = "log.csv"
@@ -78,6 +79,7 @@ def clear_run(output_dir):
 
 def read_log(path):
     """Reads `log.csv` into `{"step": int array, "loss": ..., ...}`."""
+    io_utils.check_regular_file(path, what="Training log")
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     columns = {}
@@ -91,6 +93,7 @@ def truncate_log(path, last_step, keep=lambda step: True):
     """Keeps the header and the rows with `step <= last_step` and `keep`."""
     if not os.path.exists(path):
         return
+    io_utils.check_regular_file(path, what="Training log")
     with open(path, newline="") as f:
         rows = [
             r

@@ -42,3 +42,21 @@ class CheckpointDamagedError(SettingsError):
     def __init__(self, path, reason):
         self.path = path
         super().__init__(f"Checkpoint file {path!r} is damaged: {reason}.")
+
+
+class UnreadableFileError(ValueError):
+    """A user file that is not a regular file, is too large or unreadable.
+
+    Attributes:
+        path: the file.
+        reason: what is wrong with it, e.g. "is a FIFO (named pipe)".
+    """
+
+    def __init__(self, path, reason, what="File"):
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{what} {path!r} {reason}.")
+
+
+class MissingFileError(UnreadableFileError, FileNotFoundError):
+    """A user file that does not exist (also a `FileNotFoundError`)."""

@@ -171,6 +171,11 @@ class KerasPresetLoader(PresetLoader):
                 f"{SHARDED_WEIGHTS_FILE}); use load_weights=False for the "
                 "architecture only."
             )
+        for name in sorted(os.listdir(self.folder)):
+            if _preset_file(name) and ".weights." in name:
+                io_utils.check_regular_file(
+                    os.path.join(self.folder, name), what="Preset weights"
+                )
         try:
             model.load_weights(path)
         except Exception as error:

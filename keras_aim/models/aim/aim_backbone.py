@@ -165,7 +165,7 @@ class AIMBackbone(Backbone, keras.Model):
         The shape must fit the model; integer images and concrete arrays of
         raw pixels are refused (see `validation.check_image_values`).
         """
-        validation.check_image_values(images)
+        validation.check_image_tensor(images)
         check_image_shape(
             images.shape,
             self.patch_size,
@@ -178,21 +178,7 @@ class AIMBackbone(Backbone, keras.Model):
         return (height // self.patch_size) * (width // self.patch_size)
 
     def _resolve_layers(self, layers):
-        if isinstance(layers, int):
-            layers = [layers]
-        layers = list(layers)
-        if not layers:
-            raise ValueError("`layers` must name at least one block.")
-        for index in layers:
-            if not isinstance(index, int) or not (
-                -self.num_layers <= index < self.num_layers
-            ):
-                raise ValueError(
-                    f"Block index {index!r} is out of range for a backbone "
-                    f"with {self.num_layers} blocks (0-based; negatives count "
-                    "from the end)."
-                )
-        return [index % self.num_layers for index in layers]
+        return validation.resolve_block_indices(layers, self.num_layers)
 
     def _run_blocks(self, images, last, attention_mask, token_order):
         self.check_images(images, fixed_size=False)

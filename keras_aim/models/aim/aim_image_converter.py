@@ -6,63 +6,21 @@ and with `tf` ops in `tf.data` pipelines (`tf_transform`); it travels with
 a preset as `image_converter.json`.
 """
 
-import json
+import math
 import os
 
 import keras
 from keras import ops
 
+from keras_aim.utils import io_utils
+from keras_aim.utils.validation import channel_values as _channel_values
+from keras_aim.utils.validation import check_size_limit
+from keras_aim.utils.validation import size_pair as _pair
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_CONVERTER_FILE = "image_converter.json"
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
-
-
-def _pair(value, name):
-    """Returns `value` as an `(height, width)` tuple of positive ints."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise ValueError(
-            f"`{name}` must be an int or (height, width), got {value!r}."
-        )
-    if isinstance(value, int):
-        value = (value, value)
-    try:
-        pair = tuple(value)
-    except TypeError:
-        raise ValueError(
-            f"`{name}` must be a positive int or a (height, width) pair of "
-            f"positive ints, or None. Received: {name}={value!r}"
-        ) from None
-    if len(pair) != 2 or not all(
-        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in pair
-    ):
-        raise ValueError(
-            f"`{name}` must be a positive int or a (height, width) pair of "
-            f"positive ints, or None. Received: {name}={value!r}"
-        )
-    return pair
-
-
-def _channel_values(value, name):
-    """Returns `value` (a number or a sequence of numbers) as a float tuple."""
-    if value is None:
-        return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return (float(value),)
-    try:
-        values = tuple(float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"`{name}` must be a number, a sequence of numbers (one per "
-            f"channel) or None. Received: {name}={value!r}"
-        ) from None
-    if not values:
-        raise ValueError(
-            f"`{name}` must not be empty. Received: {name}={value!r}"
-        )
-    return values
 
 
 def _select(condition, if_true, if_false):
@@ -261,6 +219,10 @@ class AIMImageConverter(keras.layers.Layer):
                 f"`interpolation` must be one of {INTERPOLATIONS}. "
                 f"Received: interpolation={interpolation!r}"
             )
+        for name, value in (("resize_size", resize_size), ("crop_size", crop)):
+            sides = value if isinstance(value, (tuple, list)) else [value]
+            for side in sides if value is not None else ():
+                check_size_limit(side, "image_side", name)
         mean_values = _channel_values(mean, "mean")
         std_values = _channel_values(std, "std")
         if std_values is not None and any(s <= 0 for s in std_values):
@@ -289,9 +251,13 @@ class AIMImageConverter(keras.layers.Layer):
                     f"`crop_size`={crop_size!r} is larger than the resized "
                     f"image (resize_size={resize_size!r})."
                 )
-        if not isinstance(scale, (int, float)) or isinstance(scale, bool):
+        if (
+            not isinstance(scale, (int, float))
+            or isinstance(scale, bool)
+            or not math.isfinite(scale)
+        ):
             raise ValueError(
-                f"`scale` must be a number. Received: scale={scale!r}"
+                f"`scale` must be a finite number. Received: scale={scale!r}"
             )
         self.resize_size = (
             resize_size
@@ -449,8 +415,7 @@ class AIMImageConverter(keras.layers.Layer):
         os.makedirs(preset_dir, exist_ok=True)
         config = keras.saving.serialize_keras_object(self)
         path = os.path.join(preset_dir, IMAGE_CONVERTER_FILE)
-        with open(path, "w") as f:
-            json.dump(config, f, indent=4)
+        io_utils.write_json(path, config, indent=4)
 
 
 def load_image_converter(preset_dir):
@@ -471,16 +436,24 @@ def load_image_converter(preset_dir):
     True
     """
     path = os.path.join(preset_dir, IMAGE_CONVERTER_FILE)
-    if not os.path.exists(path):
+    if not os.path.lexists(path):
         return None
-    with open(path) as f:
-        try:
-            config = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(
-                f"`{path}` is not a valid image converter config: {e}"
-            ) from e
-    return keras.saving.deserialize_keras_object(config)
+    config = io_utils.read_json(path, what="Image converter config")
+    if not isinstance(config, dict) or not isinstance(
+        config.get("config"), dict
+    ):
+        raise ValueError(f"{path!r} is not an image converter config.")
+    if config.get("class_name", "AIMImageConverter") != "AIMImageConverter":
+        raise ValueError(
+            f"{path!r} holds a {config['class_name']!r}, not an "
+            "AIMImageConverter."
+        )
+    try:
+        return AIMImageConverter.from_config(config["config"])
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"{path!r} is not a valid image converter config: {error}"
+        ) from error
 
 
 def default_image_converter(image_shape):

@@ -240,7 +240,9 @@ class AIMPretrainer(AIMModelBase, keras.Model):
         """
         images = self._check_images(images)
         grid_h, grid_w = self._grid(images)
-        check_prefix_lengths(prefix_lengths, grid_h * grid_w)
+        check_prefix_lengths(
+            prefix_lengths, grid_h * grid_w, batch_size=images.shape[0]
+        )
         batch = ops.shape(images)[0]
         prefix_lengths = ops.cast(
             ops.convert_to_tensor(prefix_lengths), "int32"
