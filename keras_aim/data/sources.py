@@ -8,9 +8,10 @@ import numpy as np
 from keras_aim.data.common import SPLITS
 from keras_aim.data.common import import_tensorflow
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
-# The first bytes of the image formats tf.io.decode_image reads.
-_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"GIF8")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+# The first bytes of the image formats both tf.io.decode_image and Pillow
+# read (WebP: "RIFF", a size, then "WEBP").
+_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"GIF8", b"RIFF")
 
 
 def check_image_file(path):
@@ -18,28 +19,31 @@ def check_image_file(path):
 
     A cheap check made when a dataset is built (it reads 8 bytes and the
     last 1 KB): an empty or unreadable file, one that is not a JPEG, PNG,
-    BMP or GIF, or one cut short (a JPEG without its end marker, a PNG
+    BMP, GIF or WebP, or one cut short (a JPEG without its end marker, a PNG
     without its IEND chunk, a BMP or GIF shorter than it says). Damage
     inside a complete file is found when it is decoded (`find_undecodable`).
     """
     try:
         size = os.path.getsize(path)
         with open(path, "rb") as f:
-            head = f.read(8)
+            head = f.read(12)
             f.seek(max(0, size - 1024))
             tail = f.read()
     except OSError as error:
         return f"cannot be read ({error.strerror or error})"
     if not head:
         return "is empty (0 bytes)"
-    if not head.startswith(_MAGIC):
-        return "is not a JPEG, PNG, BMP or GIF image"
+    webp = head.startswith(b"RIFF") and head[8:12] == b"WEBP"
+    if not head.startswith(_MAGIC) or (head.startswith(b"RIFF") and not webp):
+        return "is not a JPEG, PNG, BMP, GIF or WebP image"
     truncated = "is truncated (its end is missing)"
     if head.startswith(b"\xff\xd8\xff") and b"\xff\xd9" not in tail:
         return truncated
     if head.startswith(b"\x89PNG") and b"IEND" not in tail[-16:]:
         return truncated
     if head.startswith(b"GIF8") and b"\x3b" not in tail[-16:]:
+        return truncated
+    if webp and int.from_bytes(head[4:8], "little") + 8 > size:
         return truncated
     if head.startswith(b"BM") and len(head) >= 6:
         declared = int.from_bytes(head[2:6], "little")
@@ -48,15 +52,25 @@ def check_image_file(path):
     return None
 
 
-def find_undecodable(paths):
-    """`[(path, reason)]` of the files TensorFlow cannot decode fully."""
+def find_undecodable(paths, decoder="tensorflow"):
+    """`[(path, reason)]` of the files that cannot be decoded fully.
+
+    `decoder` is the one the pipeline used: `"tensorflow"`
+    (`tf.io.decode_image`, training) or `"pillow"` (evaluation).
+    """
     tf = import_tensorflow()
     bad = []
     for path in paths:
         try:
-            image = tf.io.decode_image(
-                tf.io.read_file(path), channels=3, expand_animations=False
-            )
+            if decoder == "pillow":
+                from keras_aim.data.decoding import pillow_rgb
+
+                with open(path, "rb") as f:
+                    image = tf.constant(pillow_rgb(f.read()))
+            else:
+                image = tf.io.decode_image(
+                    tf.io.read_file(path), channels=3, expand_animations=False
+                )
             if image.shape.rank != 3 or 0 in image.shape:
                 raise ValueError(f"decoded to shape {image.shape}")
         except Exception as error:  # tf raises several error types here.
@@ -100,8 +114,8 @@ def list_image_files(folder):
         folder: str, a directory.
 
     Returns:
-        A sorted list of paths ending in .jpg, .jpeg, .png or .bmp (any
-        case).
+        A sorted list of paths ending in .jpg, .jpeg, .png, .bmp, .gif or
+        .webp (any case).
 
     Example:
 
@@ -172,11 +186,39 @@ def read_class_folder(folder, split, test_fraction, seed):
 
 
 def read_image(path):
+    """Decodes a file with `tf.io.decode_image` (training pipelines).
+
+    Evaluation reads files with `keras_aim.data.decoding.read_rgb`
+    instead, Pillow's pixels as in the release.
+    """
     tf = import_tensorflow()
     image = tf.io.decode_image(
         tf.io.read_file(path), channels=3, expand_animations=False
     )
     return tf.ensure_shape(image, (None, None, 3))
+
+
+def load_tfds_for_evaluation(name, split, data_dir, image_key):
+    """A tfds split with `image_key` left encoded when it is an image.
+
+    Returns:
+        `(dataset, rgb)`: `rgb(example[image_key])` gives the uint8 RGB
+        image, decoded by Pillow as in the release when the feature is an
+        encoded `tfds.features.Image`, else made RGB by `to_rgb`.
+    """
+    import tensorflow_datasets as tfds
+
+    try:
+        feature = tfds.builder(name, data_dir=data_dir).info.features
+        encoded = isinstance(feature[image_key], tfds.features.Image)
+    except Exception:  # Unknown or unprepared: load_tfds says which.
+        encoded = False
+    if not encoded:
+        return load_tfds(name, split, data_dir), to_rgb
+    from keras_aim.data.decoding import decode_rgb
+
+    skip = {image_key: tfds.decode.SkipDecoding()}
+    return load_tfds(name, split, data_dir, decoders=skip), decode_rgb
 
 
 def to_rgb(image):
@@ -204,7 +246,7 @@ def parse_tfds(source):
     return parts[1], parts[2] if len(parts) == 3 and parts[2] else None
 
 
-def load_tfds(name, split, data_dir):
+def load_tfds(name, split, data_dir, decoders=None):
     """Loads a prepared tensorflow-datasets split without downloading."""
     try:
         import tensorflow_datasets as tfds
@@ -220,6 +262,7 @@ def load_tfds(name, split, data_dir):
             data_dir=data_dir,
             download=False,
             shuffle_files=False,
+            decoders=decoders,
         )
     except tfds.core.DatasetNotFoundError:
         raise ValueError(
