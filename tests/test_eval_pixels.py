@@ -350,9 +350,37 @@ def test_old_image_converter_json_loads(tmp_path):
     assert again.get_config() == converter.get_config()
 
 
-def test_resampling_argument_errors():
+def test_resampling_argument():
+    assert AIMImageConverter().resampling == "pillow"
+    # Pillow always antialiases: without it, tf.image.resize as before.
+    assert AIMImageConverter(antialias=False).resampling == "tf_image"
     with pytest.raises(ValueError, match="resampling"):
         AIMImageConverter(resampling="opencv")
     with pytest.raises(ValueError, match="antialias"):
-        AIMImageConverter(antialias=False)
-    AIMImageConverter(antialias=False, resampling="tf_image")
+        AIMImageConverter(antialias=False, resampling="pillow")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(resize_size=(40, 52), crop_size=None),
+        dict(resize_size=48, crop_size=(40, 32), interpolation="bilinear"),
+        dict(resize_size=None, crop_size=24),
+        dict(resize_size=48, crop_size=40, resampling="tf_image"),
+    ],
+)
+def test_decoding_in_one_step_is_the_same(image_files, kwargs):
+    """`decode_and_convert` (decode, resize, crop in one Pillow call) is
+    `tf_transform(decode_rgb(...))` for every converter geometry."""
+    import tensorflow as tf
+
+    from keras_aim.data.decoding import decode_and_convert
+    from keras_aim.data.decoding import decode_rgb
+
+    files, _ = image_files
+    converter = AIMImageConverter(**kwargs)
+    for path in files[::9]:
+        contents = tf.io.read_file(path)
+        expected = converter.tf_transform(decode_rgb(contents))
+        result = decode_and_convert(contents, converter)
+        np.testing.assert_allclose(result, expected, atol=1e-6)

@@ -34,6 +34,23 @@ def import_pillow():
     return Image
 
 
+def open_rgb(data):
+    """Decodes encoded image bytes like the release: a Pillow RGB image.
+
+    `Image.open(...).convert("RGB")` (its first frame for animations).
+    """
+    image_module = import_pillow()
+    if isinstance(data, np.ndarray):  # tf.numpy_function, run eagerly.
+        data = data.item()
+    with warnings.catch_warnings():
+        # Palette images with transparency warn on convert(); the alpha is
+        # dropped either way, as in the release.
+        warnings.simplefilter("ignore", UserWarning)
+        image = image_module.open(io.BytesIO(bytes(data)))
+        image.load()
+        return image if image.mode == "RGB" else image.convert("RGB")
+
+
 def pillow_rgb(data):
     """Decodes encoded image bytes to a uint8 `(H, W, 3)` array like PIL.
 
@@ -55,13 +72,7 @@ def pillow_rgb(data):
     >>> pillow_rgb(buffer.getvalue()).shape
     (3, 4, 3)
     """
-    image_module = import_pillow()
-    with warnings.catch_warnings():
-        # Palette images with transparency warn on convert(); the alpha is
-        # dropped either way, as in the release.
-        warnings.simplefilter("ignore", UserWarning)
-        with image_module.open(io.BytesIO(bytes(data))) as image:
-            return np.asarray(image.convert("RGB"))
+    return np.asarray(open_rgb(data))
 
 
 def decode_rgb(contents):
@@ -77,6 +88,46 @@ def decode_rgb(contents):
     import_pillow()
     image = tf.numpy_function(pillow_rgb, [contents], tf.uint8, stateful=False)
     return tf.ensure_shape(image, (None, None, 3))
+
+
+def decode_and_convert(contents, converter):
+    """Encoded bytes through `converter`, decoded like the release.
+
+    The same as `converter.tf_transform(decode_rgb(contents))`, in one
+    `tf.numpy_function` when the converter resizes with Pillow: decoding,
+    resizing and cropping stay in Pillow (no full-size copies to and from
+    TensorFlow), then `converter.normalize` runs in tf.
+
+    Args:
+        contents: a scalar string tensor.
+        converter: a `keras_aim.AIMImageConverter`.
+
+    Returns:
+        A float32 tensor `(crop_height, crop_width, 3)`.
+    """
+    from keras_aim.models.aim.aim_image_ops import TFOps
+    from keras_aim.utils.pil_resampling import pillow_resize
+
+    if converter.resampling != "pillow" or converter.resize_size is None:
+        return converter.tf_transform(decode_rgb(contents))
+    tf = import_tensorflow()
+    import_pillow()
+
+    def crop(data):
+        image = open_rgb(data)
+        size, window = converter.geometry(image.height, image.width)
+        return pillow_resize(image, size, window, converter.interpolation)
+
+    pixels = tf.numpy_function(crop, [contents], tf.uint8, stateful=False)
+    crop_size = converter.crop_size or (None, None)
+    pixels = tf.ensure_shape(pixels, (*crop_size, 3))
+    return converter.normalize(pixels, TFOps())
+
+
+def read_and_convert(path, converter):
+    """Reads one image file through `converter` (`decode_and_convert`)."""
+    tf = import_tensorflow()
+    return decode_and_convert(tf.io.read_file(path), converter)
 
 
 def read_rgb(path):

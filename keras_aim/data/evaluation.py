@@ -5,7 +5,7 @@ import os
 import numpy as np
 
 from keras_aim.data.common import import_tensorflow
-from keras_aim.data.decoding import read_rgb
+from keras_aim.data.decoding import read_and_convert
 from keras_aim.data.sources import folder_files
 from keras_aim.data.sources import load_tfds_for_evaluation
 from keras_aim.data.sources import parse_tfds
@@ -92,6 +92,10 @@ def evaluation_dataset(
             f"{type(image_converter).__name__}."
         )
     transform = image_converter.tf_transform
+
+    def read(path):
+        return read_and_convert(path, image_converter)
+
     if labels not in (None, "inferred") and isinstance(labels, str):
         raise ValueError(
             "`labels` must be None, 'inferred' or a sequence of ints. "
@@ -101,20 +105,20 @@ def evaluation_dataset(
         source = os.fspath(source)
         if source.startswith("tfds:"):
             name, split = parse_tfds(source)
-            dataset, rgb = load_tfds_for_evaluation(
-                name, split or "test", data_dir, image_key
+            dataset, convert = load_tfds_for_evaluation(
+                name, split or "test", data_dir, image_key, image_converter
             )
             if labels == "inferred":
                 dataset = dataset.map(
                     lambda ex: (
-                        transform(rgb(ex[image_key])),
+                        convert(ex[image_key]),
                         ex[label_key],
                     ),
                     num_parallel_calls=tf.data.AUTOTUNE,
                 )
             elif labels is None:
                 dataset = dataset.map(
-                    lambda ex: transform(rgb(ex[image_key])),
+                    lambda ex: convert(ex[image_key]),
                     num_parallel_calls=tf.data.AUTOTUNE,
                 )
             else:
@@ -145,12 +149,12 @@ def evaluation_dataset(
             ]
             dataset = tf.data.Dataset.from_tensor_slices((files, label_values))
             dataset = dataset.map(
-                lambda path, label: (transform(read_rgb(path)), label),
+                lambda path, label: (read(path), label),
                 num_parallel_calls=tf.data.AUTOTUNE,
             )
         elif labels is None:
             dataset = tf.data.Dataset.from_tensor_slices(files).map(
-                lambda path: transform(read_rgb(path)),
+                read,
                 num_parallel_calls=tf.data.AUTOTUNE,
             )
         else:

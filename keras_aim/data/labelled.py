@@ -30,7 +30,7 @@ from keras_aim.data.common import RELEASE_IMAGE_SIZE
 from keras_aim.data.common import TEST_FRACTION
 from keras_aim.data.common import check_fraction
 from keras_aim.data.common import import_tensorflow
-from keras_aim.data.decoding import read_rgb
+from keras_aim.data.decoding import read_and_convert
 from keras_aim.data.pipelines import probe_dataset
 from keras_aim.data.sources import find_undecodable
 from keras_aim.data.sources import list_image_files
@@ -282,7 +282,7 @@ def _folder(folder, split, converter, seed, test_fraction):
     kept_labels = np.asarray([label_of[f] for f in kept], "int32")
 
     def read(path, label):
-        return converter.tf_transform(read_rgb(path)), label
+        return read_and_convert(path, converter), label
 
     dataset = tf.data.Dataset.from_tensor_slices((kept, kept_labels))
     dataset = dataset.map(read, num_parallel_calls=tf.data.AUTOTUNE)
@@ -310,8 +310,8 @@ def _tfds(source, split, converter, data_dir, image_key, label_key):
     error = None
     for tfds_split in candidates:
         try:
-            dataset, rgb = load_tfds_for_evaluation(
-                name, tfds_split, data_dir, image_key
+            dataset, convert = load_tfds_for_evaluation(
+                name, tfds_split, data_dir, image_key, converter
             )
             break
         except ValueError as e:
@@ -327,7 +327,7 @@ def _tfds(source, split, converter, data_dir, image_key, label_key):
         names = [str(i) for i in range(int(feature.num_classes))]
     dataset = dataset.map(
         lambda example: (
-            converter.tf_transform(rgb(example[image_key])),
+            convert(example[image_key]),
             tf.cast(example[label_key], tf.int32),
         ),
         num_parallel_calls=tf.data.AUTOTUNE,

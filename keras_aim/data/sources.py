@@ -198,13 +198,14 @@ def read_image(path):
     return tf.ensure_shape(image, (None, None, 3))
 
 
-def load_tfds_for_evaluation(name, split, data_dir, image_key):
+def load_tfds_for_evaluation(name, split, data_dir, image_key, converter):
     """A tfds split with `image_key` left encoded when it is an image.
 
     Returns:
-        `(dataset, rgb)`: `rgb(example[image_key])` gives the uint8 RGB
-        image, decoded by Pillow as in the release when the feature is an
-        encoded `tfds.features.Image`, else made RGB by `to_rgb`.
+        `(dataset, convert)`: `convert(example[image_key])` is the image
+        through `converter`, decoded by Pillow as in the release when the
+        feature is an encoded `tfds.features.Image`, else made RGB by
+        `to_rgb`.
     """
     import tensorflow_datasets as tfds
 
@@ -214,11 +215,13 @@ def load_tfds_for_evaluation(name, split, data_dir, image_key):
     except Exception:  # Unknown or unprepared: load_tfds says which.
         encoded = False
     if not encoded:
-        return load_tfds(name, split, data_dir), to_rgb
-    from keras_aim.data.decoding import decode_rgb
+        dataset = load_tfds(name, split, data_dir)
+        return dataset, lambda image: converter.tf_transform(to_rgb(image))
+    from keras_aim.data.decoding import decode_and_convert
 
     skip = {image_key: tfds.decode.SkipDecoding()}
-    return load_tfds(name, split, data_dir, decoders=skip), decode_rgb
+    dataset = load_tfds(name, split, data_dir, decoders=skip)
+    return dataset, lambda data: decode_and_convert(data, converter)
 
 
 def to_rgb(image):

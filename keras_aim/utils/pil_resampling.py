@@ -223,7 +223,7 @@ def resize_numpy(image, size, interpolation="bicubic"):
 
 
 def pillow_resize(image, size, window=None, interpolation="bicubic"):
-    """Pillow's own resize of a uint8 `(H, W, C)` array, cropped to `window`.
+    """Pillow's own resize of a uint8 image, cropped to `window`.
 
     Runs Pillow one axis at a time, in `vertical_first`'s order, and crops
     each axis right after its pass: the same pixels as `Image.resize`
@@ -232,13 +232,15 @@ def pillow_resize(image, size, window=None, interpolation="bicubic"):
     order whatever Pillow version is installed.
 
     Args:
-        image: uint8 array `(H, W, C)`.
+        image: uint8 array `(H, W, C)`, or a Pillow image in mode "RGB"
+            or "L".
         size: `(height, width)` after resizing.
         window: `(top, left, height, width)` to keep; defaults to all.
         interpolation: one of `PIL_FILTERS`.
 
     Returns:
-        uint8 array `(window height, window width, C)`.
+        uint8 array `(window height, window width, C)` (`(h, w)` for a
+        mode "L" image).
     """
     from PIL import Image
 
@@ -247,8 +249,15 @@ def pillow_resize(image, size, window=None, interpolation="bicubic"):
         "bilinear": Image.Resampling.BILINEAR,
         "nearest": Image.Resampling.NEAREST,
     }[interpolation]
-    image = np.asarray(image, np.uint8)
-    height, width, channels = image.shape
+    if isinstance(image, Image.Image):
+        planes, channels = [image], 3
+        width, height = image.size
+    else:
+        image = np.asarray(image, np.uint8)
+        height, width, channels = image.shape
+        # One RGB image, else one grey image per channel (Pillow would
+        # premultiply a 4-channel image by its alpha).
+        planes = [image] if channels == 3 else np.moveaxis(image, -1, 0)
     out_height, out_width = (int(v) for v in size)
     top, left, crop_height, crop_width = (
         (0, 0, out_height, out_width) if window is None else window
@@ -264,12 +273,11 @@ def pillow_resize(image, size, window=None, interpolation="bicubic"):
         return picture.crop((0, top, picture.width, top + crop_height))
 
     order = (0, 1) if vertical_first(height, width, *size) else (1, 0)
-    # One RGB image, else one grey image per channel (Pillow would
-    # premultiply a 4-channel image by its alpha).
-    planes = [image] if channels == 3 else np.moveaxis(image, -1, 0)
     results = []
     for plane in planes:
-        picture = Image.fromarray(np.ascontiguousarray(plane))
+        picture = plane
+        if not isinstance(picture, Image.Image):
+            picture = Image.fromarray(np.ascontiguousarray(plane))
         for axis in order:
             picture = resize(picture, axis)
         results.append(np.asarray(picture))

@@ -15,6 +15,8 @@ from keras import ops
 
 from keras_aim.models.aim.aim_image_ops import KerasOps
 from keras_aim.models.aim.aim_image_ops import TFOps
+from keras_aim.models.aim.aim_image_ops import center_crop_offsets
+from keras_aim.models.aim.aim_image_ops import short_side_resize_shape
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -68,59 +70,6 @@ def _channel_values(value, name):
             f"`{name}` must not be empty. Received: {name}={value!r}"
         )
     return values
-
-
-def _select(condition, if_true, if_false):
-    return if_true if condition else if_false
-
-
-def short_side_resize_shape(height, width, resize_size, select=_select):
-    """Returns the `(height, width)` after resizing the short side.
-
-    The long side is `floor(resize_size * long / short)`, as in torchvision's
-    `Resize(int)`, so the numbers match the released evaluation. Works on
-    Python ints, or on scalar tensors with `select=tf.where`.
-
-    Args:
-        height: int, the input height.
-        width: int, the input width.
-        resize_size: int, the target length of the short side.
-        select: `(condition, a, b) -> a or b`, for tensors.
-
-    Example:
-
-    >>> short_side_resize_shape(375, 500, 256)
-    (256, 341)
-    """
-    portrait = height <= width
-    return (
-        select(portrait, resize_size, (resize_size * height) // width),
-        select(portrait, (resize_size * width) // height, resize_size),
-    )
-
-
-def center_crop_offsets(height, width, crop_height, crop_width, rounder=round):
-    """Returns the `(top, left)` corner of a centre crop.
-
-    Uses `round((size - crop) / 2)` with round-half-to-even, as torchvision's
-    `CenterCrop` (Python's `round`) and `tf.round` both do.
-
-    Args:
-        height: int, the image height.
-        width: int, the image width.
-        crop_height: int, the crop height.
-        crop_width: int, the crop width.
-        rounder: the half-to-even rounding to integers, for tensors.
-
-    Example:
-
-    >>> center_crop_offsets(256, 341, 224, 224)
-    (16, 58)
-    """
-    return (
-        rounder((height - crop_height) / 2),
-        rounder((width - crop_width) / 2),
-    )
 
 
 @keras.saving.register_keras_serializable(package="keras_aim")
@@ -320,15 +269,15 @@ class AIMImageConverter(keras.layers.Layer):
             images = ops.squeeze(images, 0)
         return images
 
-    def transform(self, images, xp, integer):
-        """The evaluation transform, written once for both op sets.
+    def geometry(self, height, width, xp=KerasOps):
+        """Where the transform resizes and crops an image of this size.
 
-        `xp` is `KerasOps` (inside a model, static sizes) or a `TFOps`
-        (inside `tf.data`, per-image dynamic sizes); `integer` says whether
-        the input was integer (values in [0, 255]: then the resize rounds
-        and clips to uint8 as Pillow does). Works on one image or a batch.
+        Returns:
+            `(size, window)`: the resized `(height, width)` (`None` when
+            not resizing) and the `(top, left, height, width)` window of
+            it that is kept (torchvision's `Resize(int)` and `CenterCrop`
+            rules). Python ints for ints; tensors with `xp=TFOps()`.
         """
-        height, width = xp.spatial_shape(images)
         size = None
         if isinstance(self.resize_size, int):
             size = short_side_resize_shape(
@@ -344,6 +293,19 @@ class AIMImageConverter(keras.layers.Layer):
                 *resized, *self.crop_size, xp.rounder
             )
             window = (top, left, *self.crop_size)
+        return size, window
+
+    def transform(self, images, xp, integer):
+        """The evaluation transform, written once for both op sets.
+
+        `xp` is `KerasOps` (inside a model, static sizes) or a `TFOps`
+        (inside `tf.data`, per-image dynamic sizes); `integer` says whether
+        the input was integer (values in [0, 255]: then the resize rounds
+        and clips to uint8 as Pillow does); integer images may come in
+        their own dtype, float ones as float32. Works on one image or a
+        batch.
+        """
+        size, window = self.geometry(*xp.spatial_shape(images), xp)
         if size is not None and self.resampling == "pillow":
             # Only the crop is computed: each output pixel has its own taps.
             images = xp.pil_resize(
@@ -361,6 +323,11 @@ class AIMImageConverter(keras.layers.Layer):
                 images = images[
                     ..., top : top + crop_height, left : left + crop_width, :
                 ]
+        return self.normalize(images, xp)
+
+    def normalize(self, images, xp):
+        """The last step: float32, times `scale`, minus `mean`, over `std`."""
+        images = xp.cast(images, "float32")
         if self.scale != 1.0:
             divisor = 1.0 / self.scale
             if divisor == round(divisor):  # x / 255, as torchvision does.
@@ -384,7 +351,9 @@ class AIMImageConverter(keras.layers.Layer):
         tf = xp.tf
         image = tf.convert_to_tensor(image)
         integer = image.dtype.is_integer
-        return self.transform(tf.cast(image, tf.float32), xp, integer)
+        if not integer:  # Integer pixels stay as they are until resized.
+            image = tf.cast(image, tf.float32)
+        return self.transform(image, xp, integer)
 
     def get_config(self):
         config = super().get_config()

@@ -21,6 +21,59 @@ _HALF = 1 << (PRECISION_BITS - 1)
 _ONE = 1 << PRECISION_BITS
 
 
+def _select(condition, if_true, if_false):
+    return if_true if condition else if_false
+
+
+def short_side_resize_shape(height, width, resize_size, select=_select):
+    """Returns the `(height, width)` after resizing the short side.
+
+    The long side is `floor(resize_size * long / short)`, as in torchvision's
+    `Resize(int)`, so the numbers match the released evaluation. Works on
+    Python ints, or on scalar tensors with `select=tf.where`.
+
+    Args:
+        height: int, the input height.
+        width: int, the input width.
+        resize_size: int, the target length of the short side.
+        select: `(condition, a, b) -> a or b`, for tensors.
+
+    Example:
+
+    >>> short_side_resize_shape(375, 500, 256)
+    (256, 341)
+    """
+    portrait = height <= width
+    return (
+        select(portrait, resize_size, (resize_size * height) // width),
+        select(portrait, (resize_size * width) // height, resize_size),
+    )
+
+
+def center_crop_offsets(height, width, crop_height, crop_width, rounder=round):
+    """Returns the `(top, left)` corner of a centre crop.
+
+    Uses `round((size - crop) / 2)` with round-half-to-even, as torchvision's
+    `CenterCrop` (Python's `round`) and `tf.round` both do.
+
+    Args:
+        height: int, the image height.
+        width: int, the image width.
+        crop_height: int, the crop height.
+        crop_width: int, the crop width.
+        rounder: the half-to-even rounding to integers, for tensors.
+
+    Example:
+
+    >>> center_crop_offsets(256, 341, 224, 224)
+    (16, 58)
+    """
+    return (
+        rounder((height - crop_height) / 2),
+        rounder((width - crop_width) / 2),
+    )
+
+
 def taps_resize(images, size, window, interpolation, integer, xp):
     """Resizes like Pillow, producing only `window` of the resized image.
 
