@@ -218,3 +218,32 @@ def test_torch_reference_loss_matches_keras_aim():
         )
     )
     assert got == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.large(backend="tensorflow")
+def test_eval_pixels_benchmark_smoke(tmp_path):
+    """The evaluation-input benchmark at a tiny size: every arm and part."""
+    output = str(tmp_path / "eval_pixels.json")
+    stdout = run_script(
+        "eval_pixels.py",
+        "--images=4",
+        "--rounds=1",
+        "--passes=1",
+        "--batch_size=2",
+        "--model_width=64",
+        f"--output={output}",
+    )
+    assert "| library |" in stdout and "| JPG (cmyk_adobe) |" in stdout
+    with open(output) as f:
+        result = json.load(f)
+    summary = result["summary"]
+    assert set(summary) == {"old", "library", "tf_taps", "tf_accurate"}
+    for arm in ("library", "tf_taps"):  # Pillow decodes: exact.
+        assert summary[arm]["identical_images"] == 1.0
+    for arm in summary:
+        assert summary[arm]["images_per_second"] > 0
+    assert summary["tf_accurate"]["mean_abs_levels"] < 0.05
+    assert summary["old"]["mean_abs_levels"] > 0.1
+    assert all(row["new"]["identical"] for row in result["formats"].values())
+    agreement = result["model_agreement"]["skimage"]
+    assert 0 <= agreement["top1_agreement"] <= 1

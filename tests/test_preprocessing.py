@@ -3,11 +3,12 @@ on every backend.
 
 Resizing is checked against two independent implementations:
 - PIL's bicubic resize (Keys cubic, a = -0.5, support widened when
-  downsampling, fixed-point arithmetic, output rounded to uint8): our uint8
-  path rounds too, so the two agree within one grey level;
+  downsampling, fixed-point arithmetic, rounded to uint8 after each pass):
+  the default `resampling="pillow"` gives its uint8 pixels exactly (more
+  formats and sizes in test_eval_pixels.py);
 - `tf.image.resize(..., "bicubic", antialias=True)` in float32, the same
-  kernel in floating point, so the float path agrees to ~1e-3 grey levels
-  (the JAX and torch backends differ from it only by float rounding).
+  kernel in floating point, so the float path agrees to ~1e-2 grey levels,
+  and `resampling="tf_image"` is that resize itself.
 The crop and normalisation are checked exactly against NumPy.
 """
 
@@ -81,7 +82,7 @@ def test_resize_crop_normalize_match_pil(shape, resize_size, crop_size):
     converter = AIMImageConverter(resize_size=resize_size, crop_size=crop_size)
     result = to_numpy(converter(image[None]))[0]
     assert result.shape == expected.shape
-    np.testing.assert_allclose(result, expected, atol=ONE_GREY_LEVEL + 1e-4)
+    np.testing.assert_allclose(result, expected, atol=1e-5)
 
 
 def test_float_resize_matches_tf_image():
@@ -104,11 +105,11 @@ def test_uint8_and_float_inputs_agree():
     converter = AIMImageConverter(resize_size=32, crop_size=28)
     from_uint8 = to_numpy(converter(image))
     from_float = to_numpy(converter(image.astype("float32")))
-    # uint8 inputs are rounded and clipped to [0, 255] after resizing (like
-    # PIL); float inputs keep the bicubic overshoot.
+    # uint8 inputs are rounded and clipped to [0, 255] after each of the
+    # two passes (like PIL); float inputs keep the bicubic overshoot.
     from_float = np.clip(from_float, -MEAN / STD, (1 - MEAN) / STD)
     np.testing.assert_allclose(
-        from_uint8, from_float, atol=0.5 * ONE_GREY_LEVEL + 1e-5
+        from_uint8, from_float, atol=ONE_GREY_LEVEL + 1e-5
     )
 
 
@@ -307,5 +308,30 @@ def test_tf_transform_is_the_same_transform():
         for i, image in enumerate(images):
             from_tf = np.asarray(converter.tf_transform(image))
             assert from_tf.shape == from_layer[i].shape
-            # One or two grey levels: the backends' resize kernels round apart.
-            np.testing.assert_allclose(from_tf, from_layer[i], atol=0.04)
+            # Pillow's pixels on both paths (the legacy tf_image resize
+            # rounds apart by a grey level or two: tests below).
+            np.testing.assert_allclose(from_tf, from_layer[i], atol=1e-5)
+
+
+def test_legacy_tf_image_resampling():
+    """`resampling="tf_image"` is tf.image.resize, as before issue 20."""
+    tf = pytest.importorskip("tensorflow")
+    images = np.random.default_rng(5).integers(0, 256, (2, 37, 53, 3))
+    images = images.astype("uint8")
+    converter = AIMImageConverter(
+        resize_size=32,
+        crop_size=None,
+        mean=None,
+        std=None,
+        scale=1.0,
+        resampling="tf_image",
+    )
+    expected = tf.image.resize(
+        images.astype("float32"), (32, 45), "bicubic", antialias=True
+    )
+    expected = np.clip(np.round(expected.numpy()), 0, 255)
+    np.testing.assert_allclose(to_numpy(converter(images)), expected, atol=1)
+    for i, image in enumerate(images):
+        np.testing.assert_allclose(
+            converter.tf_transform(image), expected[i], atol=1e-4
+        )

@@ -371,8 +371,8 @@ def evaluation_transform(
     The same transform as `keras_aim.AIMImageConverter` (it runs the
     converter's own code with `tf` ops, `AIMImageConverter.tf_transform`):
     short side to `resize_size` (long side `floor(resize_size * long /
-    short)`), centre crop, ImageNet normalisation. Integer images are
-    rounded and clipped to [0, 255] after resizing, like PIL.
+    short)`), centre crop, ImageNet normalisation. uint8 images get
+    Pillow's resized pixels exactly, as in the release.
 
     Args:
         image: tensor `(H, W, C)` with values in [0, 255].
@@ -380,8 +380,10 @@ def evaluation_transform(
             to 256.
         crop_size: int or `(height, width)`, or `None` to skip cropping.
             Defaults to 224.
-        interpolation: a `tf.image.resize` method. Defaults to `"bicubic"`.
-        antialias: bool, low-pass filter when downsampling. Defaults to
+        interpolation: `"bicubic"`, `"bilinear"` or `"nearest"`. Defaults
+            to `"bicubic"`.
+        antialias: bool, low-pass filter when downsampling; `False` uses
+            `tf.image.resize` instead of Pillow's filter. Defaults to
             `True`.
         mean: per-channel mean. Defaults to the ImageNet mean.
         std: per-channel standard deviation. Defaults to the ImageNet std.

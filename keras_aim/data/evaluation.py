@@ -5,11 +5,10 @@ import os
 import numpy as np
 
 from keras_aim.data.common import import_tensorflow
+from keras_aim.data.decoding import read_and_convert
 from keras_aim.data.sources import folder_files
-from keras_aim.data.sources import load_tfds
+from keras_aim.data.sources import load_tfds_for_evaluation
 from keras_aim.data.sources import parse_tfds
-from keras_aim.data.sources import read_image
-from keras_aim.data.sources import to_rgb
 from keras_aim.data.streams import batch_and_prefetch
 from keras_aim.models.aim.aim_image_converter import IMAGENET_MEAN
 from keras_aim.models.aim.aim_image_converter import IMAGENET_STD
@@ -37,7 +36,9 @@ def evaluation_dataset(
     (by default an `AIMImageConverter` built from `resize_size`,
     `crop_size`, `interpolation`, `mean` and `std`: short side to 256,
     bicubic; centre crop 224; ImageNet normalisation), the same code a
-    classifier runs on raw images. The order is kept; nothing is shuffled.
+    classifier runs on raw images. Files and encoded tfds images are
+    decoded by Pillow (`keras_aim.data.decoding`), so the pixels are the
+    release's. The order is kept; nothing is shuffled.
 
     Args:
         source: a folder of images (searched recursively, sorted paths),
@@ -50,7 +51,8 @@ def evaluation_dataset(
         resize_size: int short side, or `None`. Defaults to 256.
         crop_size: int or `(height, width)`, or `None`. Defaults to 224.
         batch_size: int. Defaults to 32.
-        interpolation: a `tf.image.resize` method. Defaults to `"bicubic"`.
+        interpolation: `"bicubic"`, `"bilinear"` or `"nearest"`.
+            Defaults to `"bicubic"`.
         mean: per-channel mean. Defaults to the ImageNet mean.
         std: per-channel standard deviation. Defaults to the ImageNet std.
         data_dir: tensorflow-datasets data folder (`"tfds:..."`).
@@ -90,6 +92,10 @@ def evaluation_dataset(
             f"{type(image_converter).__name__}."
         )
     transform = image_converter.tf_transform
+
+    def read(path):
+        return read_and_convert(path, image_converter)
+
     if labels not in (None, "inferred") and isinstance(labels, str):
         raise ValueError(
             "`labels` must be None, 'inferred' or a sequence of ints. "
@@ -99,17 +105,21 @@ def evaluation_dataset(
         source = os.fspath(source)
         if source.startswith("tfds:"):
             name, split = parse_tfds(source)
-            dataset = load_tfds(name, split or "test", data_dir)
+            dataset, convert = load_tfds_for_evaluation(
+                name, split or "test", data_dir, image_key, image_converter
+            )
             if labels == "inferred":
                 dataset = dataset.map(
                     lambda ex: (
-                        transform(to_rgb(ex[image_key])),
+                        convert(ex[image_key]),
                         ex[label_key],
-                    )
+                    ),
+                    num_parallel_calls=tf.data.AUTOTUNE,
                 )
             elif labels is None:
                 dataset = dataset.map(
-                    lambda ex: transform(to_rgb(ex[image_key]))
+                    lambda ex: convert(ex[image_key]),
+                    num_parallel_calls=tf.data.AUTOTUNE,
                 )
             else:
                 raise ValueError(
@@ -139,12 +149,12 @@ def evaluation_dataset(
             ]
             dataset = tf.data.Dataset.from_tensor_slices((files, label_values))
             dataset = dataset.map(
-                lambda path, label: (transform(read_image(path)), label),
+                lambda path, label: (read(path), label),
                 num_parallel_calls=tf.data.AUTOTUNE,
             )
         elif labels is None:
             dataset = tf.data.Dataset.from_tensor_slices(files).map(
-                lambda path: transform(read_image(path)),
+                read,
                 num_parallel_calls=tf.data.AUTOTUNE,
             )
         else:

@@ -11,8 +11,10 @@ source the example scripts take:
   folder, say).
 - `"tfds:NAME[:SPLIT]"`: a prepared tensorflow-datasets dataset.
 
-Folder and tfds images go through an `AIMImageConverter`'s transform (the
-model's own), so a classifier sees what its `predict` would feed it.
+Folder and tfds images are decoded by Pillow, as the release decodes them
+(`keras_aim.data.decoding`), and go through an `AIMImageConverter`'s
+transform (the model's own), so a classifier sees what its `predict` would
+feed it, and the release's pixels.
 Unreadable files are skipped with a warning: empty or non-image files when
 the set is built, files that fail to decode when they are read (counted,
 and named by `check_decoded`).
@@ -28,13 +30,13 @@ from keras_aim.data.common import RELEASE_IMAGE_SIZE
 from keras_aim.data.common import TEST_FRACTION
 from keras_aim.data.common import check_fraction
 from keras_aim.data.common import import_tensorflow
+from keras_aim.data.decoding import read_and_convert
 from keras_aim.data.pipelines import probe_dataset
 from keras_aim.data.sources import find_undecodable
 from keras_aim.data.sources import list_image_files
-from keras_aim.data.sources import load_tfds
+from keras_aim.data.sources import load_tfds_for_evaluation
 from keras_aim.data.sources import parse_tfds
 from keras_aim.data.sources import readable_files
-from keras_aim.data.sources import to_rgb
 from keras_aim.data.sources import warn_skipped
 from keras_aim.models.aim.aim_image_converter import AIMImageConverter
 from keras_aim.models.aim.aim_image_converter import default_image_converter
@@ -101,7 +103,7 @@ class LabelledImages:
         """
         if count >= self.num_examples or not self.files:
             return []
-        bad = find_undecodable(self.files)
+        bad = find_undecodable(self.files, decoder="pillow")
         if bad:
             warn_skipped(bad, f"images of {self.source!r}")
             self.skipped.extend(bad)
@@ -280,11 +282,7 @@ def _folder(folder, split, converter, seed, test_fraction):
     kept_labels = np.asarray([label_of[f] for f in kept], "int32")
 
     def read(path, label):
-        image = tf.io.decode_image(
-            tf.io.read_file(path), channels=3, expand_animations=False
-        )
-        image = tf.ensure_shape(image, (None, None, 3))
-        return converter.tf_transform(image), label
+        return read_and_convert(path, converter), label
 
     dataset = tf.data.Dataset.from_tensor_slices((kept, kept_labels))
     dataset = dataset.map(read, num_parallel_calls=tf.data.AUTOTUNE)
@@ -312,7 +310,9 @@ def _tfds(source, split, converter, data_dir, image_key, label_key):
     error = None
     for tfds_split in candidates:
         try:
-            dataset = load_tfds(name, tfds_split, data_dir)
+            dataset, convert = load_tfds_for_evaluation(
+                name, tfds_split, data_dir, image_key, converter
+            )
             break
         except ValueError as e:
             error = e
@@ -327,7 +327,7 @@ def _tfds(source, split, converter, data_dir, image_key, label_key):
         names = [str(i) for i in range(int(feature.num_classes))]
     dataset = dataset.map(
         lambda example: (
-            converter.tf_transform(to_rgb(example[image_key])),
+            convert(example[image_key]),
             tf.cast(example[label_key], tf.int32),
         ),
         num_parallel_calls=tf.data.AUTOTUNE,

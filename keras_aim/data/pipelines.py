@@ -19,6 +19,7 @@ from keras_aim.data.common import check_image_size
 from keras_aim.data.common import check_split
 from keras_aim.data.common import default_image_size
 from keras_aim.data.common import import_tensorflow
+from keras_aim.data.decoding import read_and_convert
 from keras_aim.data.sources import folder_files
 from keras_aim.data.sources import read_class_folder
 from keras_aim.data.sources import read_image
@@ -321,7 +322,7 @@ def probe_dataset(
         converter = AIMImageConverter(resize_size=min(size), crop_size=size)
         dataset = tf.data.Dataset.from_tensor_slices((files, labels)).map(
             lambda path, label: (
-                converter.tf_transform(read_image(path)),
+                read_and_convert(path, converter),
                 label,
             ),
             num_parallel_calls=tf.data.AUTOTUNE,

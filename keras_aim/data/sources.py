@@ -10,9 +10,10 @@ from keras_aim.data.common import import_tensorflow
 from keras_aim.utils import io_utils
 from keras_aim.utils.errors import UnreadableFileError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
-# The first bytes of the image formats tf.io.decode_image reads.
-_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"GIF8")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+# The first bytes of the image formats both tf.io.decode_image and Pillow
+# read (WebP: "RIFF", a size, then "WEBP").
+_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"GIF8", b"RIFF")
 # A decoded image is allocated from the size its header declares; these
 # bound what one file may cost (a 100-megapixel photo is ~30 MB).
 MAX_IMAGE_FILE_BYTES = 256 * 1024**2
@@ -89,7 +90,7 @@ def check_image_file(path):
     A cheap check made when a dataset is built (it reads the header and the
     last 1 KB): not a regular file (a FIFO, a device, a directory: see
     `io_utils.check_regular_file`), larger than `MAX_IMAGE_FILE_BYTES`, an
-    empty or unreadable file, one that is not a JPEG, PNG, BMP or GIF, one
+    empty or unreadable file, one that is not a JPEG, PNG, BMP, GIF or WebP, one
     whose header declares more than `MAX_IMAGE_PIXELS` pixels (decoding
     would allocate them), or one cut short (a JPEG without its end marker,
     a PNG without its IEND chunk, a BMP or GIF shorter than it says).
@@ -101,7 +102,7 @@ def check_image_file(path):
             path, MAX_IMAGE_FILE_BYTES, "Image file"
         ) as f:
             size = os.fstat(f.fileno()).st_size
-            head, dimensions = f.read(8), None
+            head, dimensions = f.read(12), None
             if head.startswith(_MAGIC):
                 dimensions = image_dimensions(f, head, size)
             f.seek(max(0, size - 1024))
@@ -112,8 +113,9 @@ def check_image_file(path):
         return f"cannot be read ({error.strerror or error})"
     if not head:
         return "is empty (0 bytes)"
-    if not head.startswith(_MAGIC):
-        return "is not a JPEG, PNG, BMP or GIF image"
+    webp = head.startswith(b"RIFF") and head[8:12] == b"WEBP"
+    if not head.startswith(_MAGIC) or (head.startswith(b"RIFF") and not webp):
+        return "is not a JPEG, PNG, BMP, GIF or WebP image"
     if dimensions is not None and (
         dimensions[0] * dimensions[1] > MAX_IMAGE_PIXELS
     ):
@@ -128,6 +130,8 @@ def check_image_file(path):
         return truncated
     if head.startswith(b"GIF8") and b"\x3b" not in tail[-16:]:
         return truncated
+    if webp and int.from_bytes(head[4:8], "little") + 8 > size:
+        return truncated
     if head.startswith(b"BM") and len(head) >= 6:
         declared = int.from_bytes(head[2:6], "little")
         if declared > size:
@@ -135,15 +139,25 @@ def check_image_file(path):
     return None
 
 
-def find_undecodable(paths):
-    """`[(path, reason)]` of the files TensorFlow cannot decode fully."""
+def find_undecodable(paths, decoder="tensorflow"):
+    """`[(path, reason)]` of the files that cannot be decoded fully.
+
+    `decoder` is the one the pipeline used: `"tensorflow"`
+    (`tf.io.decode_image`, training) or `"pillow"` (evaluation).
+    """
     tf = import_tensorflow()
     bad = []
     for path in paths:
         try:
-            image = tf.io.decode_image(
-                tf.io.read_file(path), channels=3, expand_animations=False
-            )
+            if decoder == "pillow":
+                from keras_aim.data.decoding import pillow_rgb
+
+                with open(path, "rb") as f:
+                    image = tf.constant(pillow_rgb(f.read()))
+            else:
+                image = tf.io.decode_image(
+                    tf.io.read_file(path), channels=3, expand_animations=False
+                )
             if image.shape.rank != 3 or 0 in image.shape:
                 raise ValueError(f"decoded to shape {image.shape}")
         except Exception as error:  # tf raises several error types here.
@@ -187,8 +201,8 @@ def list_image_files(folder):
         folder: str, a directory.
 
     Returns:
-        A sorted list of paths ending in .jpg, .jpeg, .png or .bmp (any
-        case) that are regular files (symlinks followed) of at most
+        A sorted list of paths ending in .jpg, .jpeg, .png, .bmp, .gif or
+        .webp (any case) that are regular files (symlinks followed) of at most
         `MAX_IMAGE_FILE_BYTES`; FIFOs, devices, sockets, broken links and
         oversized files under such names are skipped with a warning, so
         no reader ever opens them.
@@ -273,11 +287,42 @@ def read_class_folder(folder, split, test_fraction, seed):
 
 
 def read_image(path):
+    """Decodes a file with `tf.io.decode_image` (training pipelines).
+
+    Evaluation reads files with `keras_aim.data.decoding.read_rgb`
+    instead, Pillow's pixels as in the release.
+    """
     tf = import_tensorflow()
     image = tf.io.decode_image(
         tf.io.read_file(path), channels=3, expand_animations=False
     )
     return tf.ensure_shape(image, (None, None, 3))
+
+
+def load_tfds_for_evaluation(name, split, data_dir, image_key, converter):
+    """A tfds split with `image_key` left encoded when it is an image.
+
+    Returns:
+        `(dataset, convert)`: `convert(example[image_key])` is the image
+        through `converter`, decoded by Pillow as in the release when the
+        feature is an encoded `tfds.features.Image`, else made RGB by
+        `to_rgb`.
+    """
+    import tensorflow_datasets as tfds
+
+    try:
+        feature = tfds.builder(name, data_dir=data_dir).info.features
+        encoded = isinstance(feature[image_key], tfds.features.Image)
+    except Exception:  # Unknown or unprepared: load_tfds says which.
+        encoded = False
+    if not encoded:
+        dataset = load_tfds(name, split, data_dir)
+        return dataset, lambda image: converter.tf_transform(to_rgb(image))
+    from keras_aim.data.decoding import decode_and_convert
+
+    skip = {image_key: tfds.decode.SkipDecoding()}
+    dataset = load_tfds(name, split, data_dir, decoders=skip)
+    return dataset, lambda data: decode_and_convert(data, converter)
 
 
 def to_rgb(image):
@@ -305,7 +350,7 @@ def parse_tfds(source):
     return parts[1], parts[2] if len(parts) == 3 and parts[2] else None
 
 
-def load_tfds(name, split, data_dir):
+def load_tfds(name, split, data_dir, decoders=None):
     """Loads a prepared tensorflow-datasets split without downloading."""
     try:
         import tensorflow_datasets as tfds
@@ -321,6 +366,7 @@ def load_tfds(name, split, data_dir):
             data_dir=data_dir,
             download=False,
             shuffle_files=False,
+            decoders=decoders,
         )
     except tfds.core.DatasetNotFoundError:
         raise ValueError(

@@ -1,9 +1,10 @@
 """The AIM evaluation transform (El-Nouby et al., ICML 2024), written once.
 
-Short side to 256 (bicubic), centre crop 224, ImageNet mean and std.
-`AIMImageConverter` runs it with `keras.ops` inside models on every backend
-and with `tf` ops in `tf.data` pipelines (`tf_transform`); it travels with
-a preset as `image_converter.json`.
+Short side to 256 (bicubic), centre crop 224, ImageNet mean and std, with
+the pixels of the release's `val_transforms` (Pillow's resize, torchvision's
+size and crop arithmetic). `AIMImageConverter` runs it with `keras.ops`
+inside models on every backend and with `tf` ops in `tf.data` pipelines
+(`tf_transform`); it travels with a preset as `image_converter.json`.
 """
 
 import math
@@ -12,6 +13,10 @@ import os
 import keras
 from keras import ops
 
+from keras_aim.models.aim.aim_image_ops import KerasOps
+from keras_aim.models.aim.aim_image_ops import TFOps
+from keras_aim.models.aim.aim_image_ops import center_crop_offsets
+from keras_aim.models.aim.aim_image_ops import short_side_resize_shape
 from keras_aim.utils import io_utils
 from keras_aim.utils.validation import channel_values as _channel_values
 from keras_aim.utils.validation import check_size_limit
@@ -21,137 +26,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_CONVERTER_FILE = "image_converter.json"
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
-
-
-def _select(condition, if_true, if_false):
-    return if_true if condition else if_false
-
-
-def short_side_resize_shape(height, width, resize_size, select=_select):
-    """Returns the `(height, width)` after resizing the short side.
-
-    The long side is `floor(resize_size * long / short)`, as in torchvision's
-    `Resize(int)`, so the numbers match the released evaluation. Works on
-    Python ints, or on scalar tensors with `select=tf.where`.
-
-    Args:
-        height: int, the input height.
-        width: int, the input width.
-        resize_size: int, the target length of the short side.
-        select: `(condition, a, b) -> a or b`, for tensors.
-
-    Example:
-
-    >>> short_side_resize_shape(375, 500, 256)
-    (256, 341)
-    """
-    portrait = height <= width
-    return (
-        select(portrait, resize_size, (resize_size * height) // width),
-        select(portrait, (resize_size * width) // height, resize_size),
-    )
-
-
-def center_crop_offsets(height, width, crop_height, crop_width, rounder=round):
-    """Returns the `(top, left)` corner of a centre crop.
-
-    Uses `round((size - crop) / 2)` with round-half-to-even, as torchvision's
-    `CenterCrop` (Python's `round`) and `tf.round` both do.
-
-    Args:
-        height: int, the image height.
-        width: int, the image width.
-        crop_height: int, the crop height.
-        crop_width: int, the crop width.
-        rounder: the half-to-even rounding to integers, for tensors.
-
-    Example:
-
-    >>> center_crop_offsets(256, 341, 224, 224)
-    (16, 58)
-    """
-    return (
-        rounder((height - crop_height) / 2),
-        rounder((width - crop_width) / 2),
-    )
-
-
-class _KerasOps:
-    """The transform's ops inside a model: `keras.ops`, static sizes."""
-
-    select = staticmethod(_select)
-    rounder = staticmethod(round)
-
-    @staticmethod
-    def spatial_shape(images):
-        return images.shape[-3], images.shape[-2]
-
-    @staticmethod
-    def resize(images, size, interpolation, antialias):
-        if tuple(size) == tuple(images.shape[-3:-1]):
-            return images
-        return ops.image.resize(
-            images, size, interpolation=interpolation, antialias=antialias
-        )
-
-    @staticmethod
-    def check_crop(height, width, crop, resize_size):
-        if crop[0] > height or crop[1] > width:
-            raise ValueError(
-                f"`crop_size`={crop} is larger than the resized image of "
-                f"size {(height, width)} (input resize_size={resize_size})."
-            )
-
-    round = staticmethod(ops.round)
-    clip = staticmethod(ops.clip)
-
-    @staticmethod
-    def constant(values):
-        return ops.convert_to_tensor(values, "float32")
-
-
-class _TFOps:
-    """The same ops in a `tf.data` pipeline: `tf`, per-image dynamic sizes."""
-
-    def __init__(self):
-        import tensorflow as tf
-
-        self.tf = tf
-
-    def select(self, condition, if_true, if_false):
-        return self.tf.where(condition, if_true, if_false)
-
-    def rounder(self, value):
-        return self.tf.cast(self.tf.round(value), self.tf.int32)
-
-    def spatial_shape(self, images):
-        shape = self.tf.shape(images)
-        return shape[-3], shape[-2]
-
-    def resize(self, images, size, interpolation, antialias):
-        return self.tf.image.resize(
-            images,
-            self.tf.stack(size),
-            method=interpolation,
-            antialias=antialias,
-        )
-
-    def check_crop(self, height, width, crop, resize_size):
-        self.tf.debugging.assert_greater_equal(
-            self.tf.stack([height, width]),
-            self.tf.constant(crop),
-            message=f"crop_size={crop} is larger than the resized image "
-            f"(resize_size={resize_size})",
-        )
-
-    def round(self, x):
-        return self.tf.round(x)
-
-    def clip(self, x, low, high):
-        return self.tf.clip_by_value(x, low, high)
-
-    def constant(self, values):
-        return self.tf.constant(values, self.tf.float32)
+RESAMPLINGS = ("pillow", "tf_image")
 
 
 @keras.saving.register_keras_serializable(package="keras_aim")
@@ -161,10 +36,14 @@ class AIMImageConverter(keras.layers.Layer):
     The evaluation transform of AIM (El-Nouby et al., 2024): resize so the
     short side is `resize_size` (bicubic, aspect ratio kept), take the centre
     `crop_size` crop, multiply by `scale` (to [0, 1]), subtract `mean` and
-    divide by `std`. Integer (e.g. uint8) inputs are rounded and clipped to
-    [0, 255] after resizing, like PIL or torchvision on uint8 images; float
-    inputs are not clipped. Spatial dimensions must be known when the layer
-    is called (they always are in eager mode and for inputs of fixed size).
+    divide by `std`. The sizes follow torchvision (`Resize(int)`: long side
+    `int(size * long / short)`; `CenterCrop`: corner `round((h - crop) /
+    2)`), and the resize is Pillow's (`resampling="pillow"`): uint8 images
+    give the pixels of `Image.resize(..., BICUBIC)` exactly, as the
+    release's `val_transforms` sees them; float images get the same filter
+    in floating point, unclipped. Spatial dimensions must be known when the
+    layer is called (they always are in eager mode and for inputs of fixed
+    size).
 
     Args:
         resize_size: int, the length of the short side after resizing; or an
@@ -174,14 +53,21 @@ class AIMImageConverter(keras.layers.Layer):
             skip cropping. Defaults to 224.
         interpolation: one of `"bicubic"`, `"bilinear"`, `"nearest"`.
             Defaults to `"bicubic"`.
-        antialias: bool, whether to low-pass filter when downsampling (PIL
-            always does). Defaults to `True`.
+        antialias: bool, whether to low-pass filter when downsampling.
+            Pillow always does, so `False` means `resampling="tf_image"`.
+            Defaults to `True`.
         mean: per-channel mean subtracted after scaling, a number, or `None`
             to skip. Defaults to the ImageNet mean `(0.485, 0.456, 0.406)`.
         std: per-channel standard deviation, a number, or `None` to skip.
             Defaults to the ImageNet std `(0.229, 0.224, 0.225)`.
         scale: float multiplied into the pixels before normalising. Defaults
-            to `1 / 255`.
+            to `1 / 255` (then the pixels are divided by 255, as
+            torchvision's `ToTensor` does).
+        resampling: `"pillow"`, Pillow's filters and 8-bit arithmetic, or
+            `"tf_image"`, `tf.image.resize` semantics (`keras.ops.image`
+            inside models; what keras_aim did before issue 20). Defaults to
+            `None`: `"pillow"`, or `"tf_image"` when `antialias=False`.
+            Converters saved without this key load the same way.
         **kwargs: standard `keras.layers.Layer` arguments (`name`, `dtype`).
 
     Example:
@@ -202,9 +88,23 @@ class AIMImageConverter(keras.layers.Layer):
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
         scale=1.0 / 255.0,
+        resampling=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if resampling is None:
+            resampling = "pillow" if antialias else "tf_image"
+        if resampling not in RESAMPLINGS:
+            raise ValueError(
+                f"`resampling` must be one of {RESAMPLINGS}. "
+                f"Received: resampling={resampling!r}"
+            )
+        if resampling == "pillow" and not antialias:
+            raise ValueError(
+                "Pillow always antialiases: `antialias=False` needs "
+                "`resampling='tf_image'`. Received: antialias=False, "
+                "resampling='pillow'"
+            )
         if isinstance(resize_size, int) and not isinstance(resize_size, bool):
             if resize_size <= 0:
                 raise ValueError(
@@ -270,6 +170,7 @@ class AIMImageConverter(keras.layers.Layer):
         self.mean = mean_values
         self.std = std_values
         self.scale = float(scale)
+        self.resampling = resampling
 
     def _resized_shape(self, height, width):
         """Returns the spatial shape after the resize step."""
@@ -326,44 +227,78 @@ class AIMImageConverter(keras.layers.Layer):
                 f"resize or crop. Received images of shape {images.shape}."
             )
         images = self.transform(
-            ops.cast(images, "float32"), _KerasOps, "int" in input_dtype
+            ops.cast(images, "float32"), KerasOps, "int" in input_dtype
         )
         images = ops.cast(images, self.compute_dtype)
         if single:
             images = ops.squeeze(images, 0)
         return images
 
+    def geometry(self, height, width, xp=KerasOps):
+        """Where the transform resizes and crops an image of this size.
+
+        Returns:
+            `(size, window)`: the resized `(height, width)` (`None` when
+            not resizing) and the `(top, left, height, width)` window of
+            it that is kept (torchvision's `Resize(int)` and `CenterCrop`
+            rules). Python ints for ints; tensors with `xp=TFOps()`.
+        """
+        size = None
+        if isinstance(self.resize_size, int):
+            size = short_side_resize_shape(
+                height, width, self.resize_size, xp.select
+            )
+        elif self.resize_size is not None:
+            size = self.resize_size
+        resized = size or (height, width)
+        window = (0, 0, *resized)
+        if self.crop_size is not None:
+            xp.check_crop(*resized, self.crop_size, self.resize_size)
+            top, left = center_crop_offsets(
+                *resized, *self.crop_size, xp.rounder
+            )
+            window = (top, left, *self.crop_size)
+        return size, window
+
     def transform(self, images, xp, integer):
         """The evaluation transform, written once for both op sets.
 
-        `xp` is `_KerasOps` (inside a model, static sizes) or a `_TFOps`
+        `xp` is `KerasOps` (inside a model, static sizes) or a `TFOps`
         (inside `tf.data`, per-image dynamic sizes); `integer` says whether
-        the input was integer (then resized pixels are rounded and clipped
-        to [0, 255], as PIL does). Works on one image or a batch.
+        the input was integer (values in [0, 255]: then the resize rounds
+        and clips to uint8 as Pillow does); integer images may come in
+        their own dtype, float ones as float32. Works on one image or a
+        batch.
         """
-        height, width = xp.spatial_shape(images)
-        if self.resize_size is not None:
-            if isinstance(self.resize_size, int):
-                size = short_side_resize_shape(
-                    height, width, self.resize_size, xp.select
-                )
-            else:
-                size = self.resize_size
-            images = xp.resize(images, size, self.interpolation, self.antialias)
-            if integer:
-                images = xp.clip(xp.round(images), 0.0, 255.0)
-            height, width = size
-        if self.crop_size is not None:
-            crop_height, crop_width = self.crop_size
-            xp.check_crop(height, width, self.crop_size, self.resize_size)
-            top, left = center_crop_offsets(
-                height, width, crop_height, crop_width, xp.rounder
+        size, window = self.geometry(*xp.spatial_shape(images), xp)
+        if size is not None and self.resampling == "pillow":
+            # Only the crop is computed: each output pixel has its own taps.
+            images = xp.pil_resize(
+                images, size, window, self.interpolation, integer
             )
-            images = images[
-                ..., top : top + crop_height, left : left + crop_width, :
-            ]
+        else:
+            if size is not None:
+                images = xp.resize(
+                    images, size, self.interpolation, self.antialias
+                )
+                if integer:
+                    images = xp.clip(xp.round(images), 0.0, 255.0)
+            if self.crop_size is not None:
+                top, left, crop_height, crop_width = window
+                images = images[
+                    ..., top : top + crop_height, left : left + crop_width, :
+                ]
+        return self.normalize(images, xp)
+
+    def normalize(self, images, xp):
+        """The last step: float32, times `scale`, minus `mean`, over `std`."""
+        images = xp.cast(images, "float32")
         if self.scale != 1.0:
-            images = images * self.scale
+            divisor = 1.0 / self.scale
+            if divisor == round(divisor):  # x / 255, as torchvision does.
+                images = images / divisor
+            else:
+                images = images * self.scale
         if self.mean is not None:
             images = images - xp.constant(self.mean)
         if self.std is not None:
@@ -377,11 +312,13 @@ class AIMImageConverter(keras.layers.Layer):
         [0, 255]; returns float32. Use it to feed a model the images its own
         converter would make, e.g. `dataset.map(converter.tf_transform)`.
         """
-        xp = _TFOps()
+        xp = TFOps()
         tf = xp.tf
         image = tf.convert_to_tensor(image)
         integer = image.dtype.is_integer
-        return self.transform(tf.cast(image, tf.float32), xp, integer)
+        if not integer:  # Integer pixels stay as they are until resized.
+            image = tf.cast(image, tf.float32)
+        return self.transform(image, xp, integer)
 
     def get_config(self):
         config = super().get_config()
@@ -394,6 +331,7 @@ class AIMImageConverter(keras.layers.Layer):
                 "mean": self.mean,
                 "std": self.std,
                 "scale": self.scale,
+                "resampling": self.resampling,
             }
         )
         return config
