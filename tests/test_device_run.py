@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import keras
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -56,6 +57,10 @@ def test_an_out_of_memory_batch_falls_back_to_a_smaller_one():
 
 
 @pytest.mark.extra_large
+@pytest.mark.skipif(
+    keras.backend.backend() != "jax",
+    reason="the run starts its own jax and torch processes; once is enough",
+)
 def test_dry_run_writes_every_number(tmp_path):
     stem = str(tmp_path / "device")
     env = dict(os.environ, PYTHON=sys.executable, TF_CPP_MIN_LOG_LEVEL="3")
