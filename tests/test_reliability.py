@@ -463,7 +463,7 @@ def test_non_float_and_non_finite_checkpoint_tensors_are_refused():
 def test_released_files_are_checked_against_the_published_sha256(
     tmp_path, monkeypatch
 ):
-    from keras_aim.convert import loader
+    from keras_aim.convert import loaders as loader
 
     fake = tmp_path / "aim_600m_2bimgs_attnprobe_backbone.pth"
     fake.write_bytes(os.urandom(1000))
