@@ -8,6 +8,8 @@ once, on its own backend.
 
 import math
 import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -210,3 +212,28 @@ def test_example_writes_artifact_manifest_and_parity(tmp_path):
     assert manifest["input_signature"][0]["shape"] == [None, 16, 16, 3]
     assert manifest["class_names"] == [str(i) for i in range(5)]
     assert manifest["normalisation"]["mean"]
+
+
+@pytest.mark.large
+@pytest.mark.parametrize(
+    "args,message",
+    [(["--format=coreml", "--preset=p"], "--format"), ([], "--preset")],
+)
+def test_example_bad_input_exits_2_with_one_line(args, message, tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(root, "examples", "export.py"),
+            *args,
+            f"--output_dir={tmp_path}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [x for x in result.stderr.splitlines() if x.startswith("ERROR")]
+    assert len(errors) == 1 and message in errors[0]

@@ -128,6 +128,7 @@ class PresetMixin(AIMModelBase):
     # assignment lands here and keras_aim's own checks answer instead.
     @property
     def quantize(self):
+        """`quantize(mode, config=None, filters=None)`: see `_quantize`."""
         return self._quantize
 
     @quantize.setter
