@@ -34,6 +34,7 @@ from keras_aim.utils import io_utils
 from keras_aim.utils.preset_utils import CONFIG_FILE
 from keras_aim.utils.preset_utils import KerasPresetLoader
 from keras_aim.utils.preset_utils import PresetLoader
+from keras_aim.utils.validation import backbone_parameter_count
 from keras_aim.utils.validation import check_num_heads
 from keras_aim.utils.validation import reject_task_args
 
@@ -45,9 +46,18 @@ def check_released_sha256(path):
     SHA-256; a download cut short or altered is refused, naming the file.
     Files under other names are not checked.
     """
-    prefix = released_sha256_prefix(os.path.basename(os.fspath(path)))
+    name = os.path.basename(os.fspath(path))
+    prefix = released_sha256_prefix(name)
     if prefix is None:
         return
+    size = io_utils.check_regular_file(path, what="Checkpoint file")
+    limit = released_max_bytes(name)
+    if size > limit:  # refused from its size, before hashing gigabytes
+        raise ValueError(
+            f"{path} is not the released file of that name: it is "
+            f"{size:,} bytes, more than its tensors can take ({limit:,} at "
+            f"most); the release publishes SHA-256 {prefix}."
+        )
     digest = hashlib.sha256()
     with io_utils.open_regular(path, what="Checkpoint file") as f:
         for block in iter(lambda: f.read(1 << 24), b""):
@@ -59,6 +69,28 @@ def check_released_sha256(path):
             f"starts {actual[:8]}, the release publishes {prefix}. Download "
             "it again (it may be truncated or altered)."
         )
+
+
+def released_max_bytes(filename):
+    """An upper bound on the size of a released `.pth`, from its preset.
+
+    float32 tensors of the backbone (or of a head: key and value
+    projections, the 1000-class classifier, the query and the BatchNorm
+    statistics), plus a tenth and a megabyte for the pickle.
+    """
+    for spec in PRESETS.values():
+        if not filename.startswith(spec["pth_prefix"] + "_"):
+            continue
+        arch = spec["backbone"]
+        width = arch["hidden_dim"]
+        if filename.endswith("_backbone.pth"):
+            count = backbone_parameter_count(
+                arch["patch_size"], width, arch["num_layers"]
+            )
+        else:
+            count = 2 * width * width + NUM_CLASSES * width + 4 * width
+        return int(4 * count * 1.1) + (1 << 20)
+    return None
 
 
 class ReleasedCheckpointLoader(PresetLoader):

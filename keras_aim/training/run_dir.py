@@ -77,9 +77,13 @@ def clear_run(output_dir):
         os.remove(log)
 
 
+# A row of log.csv is ~100 bytes: ten million logged steps fit in 1 GB.
+MAX_LOG_BYTES = 1024**3
+
+
 def read_log(path):
     """Reads `log.csv` into `{"step": int array, "loss": ..., ...}`."""
-    io_utils.check_regular_file(path, what="Training log")
+    io_utils.check_regular_file(path, MAX_LOG_BYTES, what="Training log")
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     columns = {}
@@ -91,9 +95,11 @@ def read_log(path):
 
 def truncate_log(path, last_step, keep=lambda step: True):
     """Keeps the header and the rows with `step <= last_step` and `keep`."""
-    if not os.path.exists(path):
+    if not os.path.lexists(path):
         return
-    io_utils.check_regular_file(path, what="Training log")
+    # Whatever is there (a FIFO, a directory, a broken or looping link)
+    # must be a regular file.
+    io_utils.check_regular_file(path, MAX_LOG_BYTES, what="Training log")
     with open(path, newline="") as f:
         rows = [
             r
