@@ -368,11 +368,36 @@ def defined_flags(path):
                     ).startswith("--"):
                         flags.add(arg.value[2:])
                 flags.add("help")
+    if "scaffold.Script(" in open(path).read():
+        # Scripts on examples/scaffold.py declare their flags in a table:
+        # ask the script itself.
+        flags |= scaffold_flags(path)
+        uses_absl = True
     if not flags:
         return None, forwards
     if uses_absl:
         flags |= ABSL_BUILTIN_FLAGS
     return frozenset(flags), forwards
+
+
+def scaffold_flags(path):
+    """The flag names a scaffold script defines (booleans also as --noX)."""
+    from absl import flags as absl_flags
+
+    folder = os.path.dirname(os.path.abspath(path))
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    name = os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(f"{name}_docs_check", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    values = module.define_flags(absl_flags.FlagValues())
+    names = set()
+    for flag_name, flag in values._flags().items():
+        names.add(flag_name)
+        if isinstance(flag, absl_flags.BooleanFlag):
+            names.add("no" + flag_name)
+    return names
 
 
 def _module_files(module):

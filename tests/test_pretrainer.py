@@ -428,7 +428,14 @@ def test_bad_inputs_raise():
 
 
 @pytest.mark.parametrize(
-    "module_name", ["orders", "losses", "optimizers", "layers.pixel_head"]
+    "module_name",
+    [
+        "layers.token_orders",
+        "losses",
+        "optimizers.pretraining",
+        "optimizers.layer_decay",
+        "layers.pixel_head",
+    ],
 )
 def test_docstring_examples_run(module_name):
     import importlib
