@@ -34,6 +34,7 @@ so that `--help` and a bad flag stay fast.
 import contextlib
 import dataclasses
 import inspect
+import math
 import sys
 import time
 
@@ -112,6 +113,16 @@ class Flag:
                 "list": flags.DEFINE_list,
             }[self.kind]
             define(self.name, default, self.help, **kwargs)
+        if self.kind == "float":
+            # absl's bounds let nan through (every comparison with nan is
+            # false), and inf passes a lower bound: a float flag must be a
+            # finite number before any work starts.
+            flags.register_validator(
+                self.name,
+                lambda value: value is None or math.isfinite(value),
+                message="must be a finite number (not nan or inf)",
+                flag_values=flag_values,
+            )
         if self.positive:
             flags.register_validator(
                 self.name,

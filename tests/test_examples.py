@@ -351,3 +351,31 @@ def test_bad_presets_and_layers_are_clear_errors(preset, tmp_path):
         evaluate.run(preset, "digits", verbose=0, output_dir=str(tmp_path))
     with pytest.raises(ValueError, match="lora_rank"):
         finetune.run(preset, lora_rank=-1, verbose=0, output_dir=str(tmp_path))
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN", "+inf"])
+@pytest.mark.parametrize(
+    "script,name",
+    [
+        ("probe", "learning_rate"),
+        ("probe", "weight_decay"),
+        ("finetune", "learning_rate"),
+        ("finetune", "layer_decay"),
+    ],
+)
+def test_non_finite_numbers_exit_2_before_any_work(
+    script, name, value, tmp_path, capsys
+):
+    module = load(script)
+    output_dir = tmp_path / "out"
+    with pytest.raises(SystemExit) as info:
+        module.main([f"--{name}={value}", f"--output_dir={output_dir}"])
+    assert info.value.code == 2
+    errors = [
+        line
+        for line in capsys.readouterr().err.splitlines()
+        if line.startswith("ERROR")
+    ]
+    # The finite check or the flag's own bounds: either names the flag.
+    assert len(errors) == 1 and f"--{name}" in errors[0], errors
+    assert not output_dir.exists()  # refused before any work
