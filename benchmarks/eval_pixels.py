@@ -20,8 +20,11 @@ prefetch), in a fresh process, on the CPUs this machine has:
 Each round is a fresh process that builds every arm, runs one warm-up
 pass of each, then alternates timed passes arm by arm (the order reversed
 every pass and every round). Reported per arm: images per second (median
-wall time of all its passes), CPU milliseconds per image (process time:
-steadier than wall time when other jobs share the cores), and its pixels'
+wall time of all its passes) and its ratio to the old arm, also as the
+median of pass-by-pass ratios (each pass against the old arm's pass next
+to it), CPU milliseconds per image (process time: steadier than wall time
+when other jobs share the cores; `thread_scaling` records how many cores
+a GIL-free job got before and after each round), and its pixels'
 difference to the release's transform (PIL decode, `convert("RGB")`,
 torchvision's `Resize(256)` and `CenterCrop(224)` rules on Pillow's
 bicubic resize), in uint8 levels. Two untimed parts follow: the
@@ -309,10 +312,17 @@ def summarise(runs, images):
             "identical_images": results[-1]["identical_images"],
         }
     old = summary.get("old")
+    old_walls = [t for r in runs.get("old", []) for t in r["wall_seconds"]]
     for arm, row in summary.items():
         if old:
             row["ratio_to_old"] = (
                 row["images_per_second"] / old["images_per_second"]
+            )
+            # Each pass against the old arm's pass of the same round and
+            # index (run next to it): less sensitive to load that drifts.
+            walls = [t for r in runs[arm] for t in r["wall_seconds"]]
+            row["paired_ratio_to_old"] = statistics.median(
+                a / b for a, b in zip(old_walls, walls)
             )
             row["cpu_ratio_to_old"] = (
                 old["cpu_ms_per_image"] / row["cpu_ms_per_image"]
@@ -322,6 +332,7 @@ def summarise(runs, images):
                 arm,
                 f"{row['images_per_second']:.1f}",
                 f"{row['ratio_to_old']:.2f}x" if old else "-",
+                f"{row['paired_ratio_to_old']:.2f}x" if old else "-",
                 f"{row['cpu_ms_per_image']:.1f}",
                 f"{row['cpu_ratio_to_old']:.2f}x" if old else "-",
                 f"{row['mean_abs_levels']:.3f}",
@@ -329,9 +340,30 @@ def summarise(runs, images):
                 f"{100 * row['identical_images']:.0f}%",
             ]
         )
-    header = ["arm", "images/s", "vs old", "CPU ms/image", "vs old (CPU)"]
+    header = ["arm", "images/s", "vs old", "vs old (paired)", "CPU ms/image"]
+    header += ["vs old (CPU)"]
     header += ["mean |diff| (levels)", "max |diff|", "identical images"]
     return summary, bench_utils.table(header, rows)
+
+
+def thread_scaling(seconds=2.0):
+    """Throughput of 2 threads over 1 on GIL-free work (SHA-256): how
+    many cores this process actually gets right now (2.0 when idle)."""
+    import hashlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    data = os.urandom(1 << 22)
+
+    def rate(threads):
+        with ThreadPoolExecutor(threads) as pool:
+            begin, count = time.perf_counter(), 0
+            while time.perf_counter() - begin < seconds:
+                list(pool.map(lambda _: hashlib.sha256(data), range(8)))
+                count += 8
+            return count / (time.perf_counter() - begin)
+
+    one, two, one_again = rate(1), rate(2), rate(1)
+    return two / ((one + one_again) / 2)
 
 
 def main(argv):
@@ -345,6 +377,7 @@ def main(argv):
     runs = {arm: [] for arm in FLAGS.arms}
     with tempfile.TemporaryDirectory() as folder:
         write_photos(folder, FLAGS.images)
+        scaling = [thread_scaling()]
         for round_index in range(FLAGS.rounds):
             order = list(FLAGS.arms)
             if round_index % 2:
@@ -363,8 +396,11 @@ def main(argv):
                     arm_result["wall_seconds"]
                 )
                 print(f"round {round_index + 1} {arm}: {speed:.1f} images/s")
+            scaling.append(thread_scaling())
     summary, table = summarise(runs, FLAGS.images)
     print(table)
+    scaling = [round(v, 2) for v in scaling]
+    print(f"2-thread speedup of GIL-free work: {scaling} (2.0: 2 free cores)")
     formats, agreement = {}, None
     if FLAGS.formats:
         with tempfile.TemporaryDirectory() as folder:
@@ -383,6 +419,7 @@ def main(argv):
                 "sizes": SIZES,
             },
             "environment": bench_utils.environment(),
+            "thread_scaling": scaling,
             "summary": summary,
             "runs": runs,
             "table": table,
