@@ -90,6 +90,14 @@ def define_flags():
 FLAGS = flags.FLAGS
 
 
+def pillow_version():
+    import PIL
+    from PIL import features
+
+    turbo = features.version("libjpeg_turbo")
+    return f"{PIL.__version__} (libjpeg-turbo {turbo})"
+
+
 def write_photos(folder, count):
     """ImageNet-like JPEGs made from scikit-image's photos."""
     import numpy as np
@@ -346,6 +354,41 @@ def summarise(runs, images):
     return summary, bench_utils.table(header, rows)
 
 
+def write_markdown(path, payload):
+    """The tables of a results JSON as a short markdown file."""
+    agreement = payload["model_agreement"] or {}
+    lines = [
+        "# Evaluation input: old tf path against the library "
+        f"({payload['environment']['date']})",
+        "",
+        f"{payload['settings']['images']} ImageNet-like JPEGs, "
+        f"{payload['settings']['rounds']} rounds x "
+        f"{payload['settings']['passes']} passes, "
+        f"{payload['environment']['cpus']} CPUs (a GIL-free job got "
+        f"{min(payload['thread_scaling']):.2f}-"
+        f"{max(payload['thread_scaling']):.2f}x from 2 threads), Pillow "
+        f"{payload['settings']['pillow']}. Differences are to the release's "
+        "`val_transforms`, in uint8 levels.",
+        "",
+        payload["table"],
+    ]
+    if payload["format_table"]:
+        lines += ["", "Per file format:", "", payload["format_table"]]
+    for group in ("skimage", "generated"):
+        if group in agreement:
+            row = agreement[group]
+            lines += [
+                "",
+                f"{agreement['model']}, {row['images']} {group} images, old "
+                f"input against new: top-1 agreement "
+                f"{100 * row['top1_agreement']:.0f}%, largest logit change "
+                f"{row['max_abs_logit_change']:.3f} (logit std "
+                f"{row['logit_std']:.2f}).",
+            ]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
 def thread_scaling(seconds=2.0):
     """Throughput of 2 threads over 1 on GIL-free work (SHA-256): how
     many cores this process actually gets right now (2.0 when idle)."""
@@ -408,26 +451,26 @@ def main(argv):
         print(format_table(formats))
         agreement = model_agreement(inputs, FLAGS.model_width)
         print(json.dumps(agreement))
-    bench_utils.write_json(
-        FLAGS.output,
-        {
-            "settings": {
-                "images": FLAGS.images,
-                "rounds": FLAGS.rounds,
-                "passes": FLAGS.passes,
-                "batch_size": FLAGS.batch_size,
-                "sizes": SIZES,
-            },
-            "environment": bench_utils.environment(),
-            "thread_scaling": scaling,
-            "summary": summary,
-            "runs": runs,
-            "table": table,
-            "formats": formats,
-            "format_table": format_table(formats) if formats else None,
-            "model_agreement": agreement,
+    payload = {
+        "settings": {
+            "images": FLAGS.images,
+            "rounds": FLAGS.rounds,
+            "passes": FLAGS.passes,
+            "batch_size": FLAGS.batch_size,
+            "sizes": SIZES,
+            "pillow": pillow_version(),
         },
-    )
+        "environment": bench_utils.environment(),
+        "thread_scaling": scaling,
+        "summary": summary,
+        "runs": runs,
+        "table": table,
+        "formats": formats,
+        "format_table": format_table(formats) if formats else None,
+        "model_agreement": agreement,
+    }
+    bench_utils.write_json(FLAGS.output, payload)
+    write_markdown(os.path.splitext(FLAGS.output)[0] + ".md", payload)
 
 
 if __name__ == "__main__":
