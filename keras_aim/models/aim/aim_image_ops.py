@@ -4,7 +4,7 @@
 `TFOps` works in `tf.data` (`tf`, a size per image). Both resize with
 Pillow's pixels (`resampling="pillow"`): inside models with Pillow's taps
 applied by `taps_resize` in integer arithmetic; in `tf.data` with Pillow
-itself (`tf.numpy_function`; about 2.5x faster there than the same taps in
+itself (`tf.numpy_function`; a third of the CPU time of the same taps in
 tf ops, measured in benchmarks/eval_pixels.py), falling back to
 `taps_resize` for float images or without Pillow. The legacy
 `resampling="tf_image"` uses `tf.image.resize` semantics.
