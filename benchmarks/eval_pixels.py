@@ -20,8 +20,11 @@ prefetch), in a fresh process, on the CPUs this machine has:
 Each round is a fresh process that builds every arm, runs one warm-up
 pass of each, then alternates timed passes arm by arm (the order reversed
 every pass and every round). Reported per arm: images per second (median
-wall time of all its passes), CPU milliseconds per image (process time:
-steadier than wall time when other jobs share the cores), and its pixels'
+wall time of all its passes) and its ratio to the old arm, also as the
+median of pass-by-pass ratios (each pass against the old arm's pass next
+to it), CPU milliseconds per image (process time: steadier than wall time
+when other jobs share the cores; `thread_scaling` records how many cores
+a GIL-free job got before and after each round), and its pixels'
 difference to the release's transform (PIL decode, `convert("RGB")`,
 torchvision's `Resize(256)` and `CenterCrop(224)` rules on Pillow's
 bicubic resize), in uint8 levels. Two untimed parts follow: the
@@ -85,6 +88,14 @@ def define_flags():
 
 
 FLAGS = flags.FLAGS
+
+
+def pillow_version():
+    import PIL
+    from PIL import features
+
+    turbo = features.version("libjpeg_turbo")
+    return f"{PIL.__version__} (libjpeg-turbo {turbo})"
 
 
 def write_photos(folder, count):
@@ -309,10 +320,17 @@ def summarise(runs, images):
             "identical_images": results[-1]["identical_images"],
         }
     old = summary.get("old")
+    old_walls = [t for r in runs.get("old", []) for t in r["wall_seconds"]]
     for arm, row in summary.items():
         if old:
             row["ratio_to_old"] = (
                 row["images_per_second"] / old["images_per_second"]
+            )
+            # Each pass against the old arm's pass of the same round and
+            # index (run next to it): less sensitive to load that drifts.
+            walls = [t for r in runs[arm] for t in r["wall_seconds"]]
+            row["paired_ratio_to_old"] = statistics.median(
+                a / b for a, b in zip(old_walls, walls)
             )
             row["cpu_ratio_to_old"] = (
                 old["cpu_ms_per_image"] / row["cpu_ms_per_image"]
@@ -322,6 +340,7 @@ def summarise(runs, images):
                 arm,
                 f"{row['images_per_second']:.1f}",
                 f"{row['ratio_to_old']:.2f}x" if old else "-",
+                f"{row['paired_ratio_to_old']:.2f}x" if old else "-",
                 f"{row['cpu_ms_per_image']:.1f}",
                 f"{row['cpu_ratio_to_old']:.2f}x" if old else "-",
                 f"{row['mean_abs_levels']:.3f}",
@@ -329,9 +348,65 @@ def summarise(runs, images):
                 f"{100 * row['identical_images']:.0f}%",
             ]
         )
-    header = ["arm", "images/s", "vs old", "CPU ms/image", "vs old (CPU)"]
+    header = ["arm", "images/s", "vs old", "vs old (paired)", "CPU ms/image"]
+    header += ["vs old (CPU)"]
     header += ["mean |diff| (levels)", "max |diff|", "identical images"]
     return summary, bench_utils.table(header, rows)
+
+
+def write_markdown(path, payload):
+    """The tables of a results JSON as a short markdown file."""
+    agreement = payload["model_agreement"] or {}
+    lines = [
+        "# Evaluation input: old tf path against the library "
+        f"({payload['environment']['date']})",
+        "",
+        f"{payload['settings']['images']} ImageNet-like JPEGs, "
+        f"{payload['settings']['rounds']} rounds x "
+        f"{payload['settings']['passes']} passes, "
+        f"{payload['environment']['cpus']} CPUs (a GIL-free job got "
+        f"{min(payload['thread_scaling']):.2f}-"
+        f"{max(payload['thread_scaling']):.2f}x from 2 threads), Pillow "
+        f"{payload['settings']['pillow']}. Differences are to the release's "
+        "`val_transforms`, in uint8 levels.",
+        "",
+        payload["table"],
+    ]
+    if payload["format_table"]:
+        lines += ["", "Per file format:", "", payload["format_table"]]
+    for group in ("skimage", "generated"):
+        if group in agreement:
+            row = agreement[group]
+            lines += [
+                "",
+                f"{agreement['model']}, {row['images']} {group} images, old "
+                f"input against new: top-1 agreement "
+                f"{100 * row['top1_agreement']:.0f}%, largest logit change "
+                f"{row['max_abs_logit_change']:.3f} (logit std "
+                f"{row['logit_std']:.2f}).",
+            ]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def thread_scaling(seconds=2.0):
+    """Throughput of 2 threads over 1 on GIL-free work (SHA-256): how
+    many cores this process actually gets right now (2.0 when idle)."""
+    import hashlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    data = os.urandom(1 << 22)
+
+    def rate(threads):
+        with ThreadPoolExecutor(threads) as pool:
+            begin, count = time.perf_counter(), 0
+            while time.perf_counter() - begin < seconds:
+                list(pool.map(lambda _: hashlib.sha256(data), range(8)))
+                count += 8
+            return count / (time.perf_counter() - begin)
+
+    one, two, one_again = rate(1), rate(2), rate(1)
+    return two / ((one + one_again) / 2)
 
 
 def main(argv):
@@ -345,6 +420,7 @@ def main(argv):
     runs = {arm: [] for arm in FLAGS.arms}
     with tempfile.TemporaryDirectory() as folder:
         write_photos(folder, FLAGS.images)
+        scaling = [thread_scaling()]
         for round_index in range(FLAGS.rounds):
             order = list(FLAGS.arms)
             if round_index % 2:
@@ -363,8 +439,11 @@ def main(argv):
                     arm_result["wall_seconds"]
                 )
                 print(f"round {round_index + 1} {arm}: {speed:.1f} images/s")
+            scaling.append(thread_scaling())
     summary, table = summarise(runs, FLAGS.images)
     print(table)
+    scaling = [round(v, 2) for v in scaling]
+    print(f"2-thread speedup of GIL-free work: {scaling} (2.0: 2 free cores)")
     formats, agreement = {}, None
     if FLAGS.formats:
         with tempfile.TemporaryDirectory() as folder:
@@ -372,25 +451,26 @@ def main(argv):
         print(format_table(formats))
         agreement = model_agreement(inputs, FLAGS.model_width)
         print(json.dumps(agreement))
-    bench_utils.write_json(
-        FLAGS.output,
-        {
-            "settings": {
-                "images": FLAGS.images,
-                "rounds": FLAGS.rounds,
-                "passes": FLAGS.passes,
-                "batch_size": FLAGS.batch_size,
-                "sizes": SIZES,
-            },
-            "environment": bench_utils.environment(),
-            "summary": summary,
-            "runs": runs,
-            "table": table,
-            "formats": formats,
-            "format_table": format_table(formats) if formats else None,
-            "model_agreement": agreement,
+    payload = {
+        "settings": {
+            "images": FLAGS.images,
+            "rounds": FLAGS.rounds,
+            "passes": FLAGS.passes,
+            "batch_size": FLAGS.batch_size,
+            "sizes": SIZES,
+            "pillow": pillow_version(),
         },
-    )
+        "environment": bench_utils.environment(),
+        "thread_scaling": scaling,
+        "summary": summary,
+        "runs": runs,
+        "table": table,
+        "formats": formats,
+        "format_table": format_table(formats) if formats else None,
+        "model_agreement": agreement,
+    }
+    bench_utils.write_json(FLAGS.output, payload)
+    write_markdown(os.path.splitext(FLAGS.output)[0] + ".md", payload)
 
 
 if __name__ == "__main__":

@@ -247,3 +247,5 @@ def test_eval_pixels_benchmark_smoke(tmp_path):
     assert all(row["new"]["identical"] for row in result["formats"].values())
     agreement = result["model_agreement"]["skimage"]
     assert 0 <= agreement["top1_agreement"] <= 1
+    with open(str(tmp_path / "eval_pixels.md")) as f:
+        assert "| library |" in f.read()

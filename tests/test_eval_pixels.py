@@ -133,6 +133,9 @@ def test_release_sizes_for_224_336_448():
         converter = default_image_converter((image_size, image_size, 3))
         assert converter.resize_size == resize
         assert converter.crop_size == (image_size, image_size)
+    for image_size in (16, 112, 192, 384, 518):  # 192 -> 220, not 219
+        converter = default_image_converter((image_size, image_size, 3))
+        assert converter.resize_size == release_size(image_size)
 
 
 # Pillow's resize, re-implemented.

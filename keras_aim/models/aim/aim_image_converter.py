@@ -399,13 +399,15 @@ def default_image_converter(image_shape):
 
     Models that take 224 x 224 images, or any size, get the release's
     transform (short side 256, center crop 224); a fixed `(h, w)` gets a
-    center crop of that size after resizing the short side to
-    `max(h, w) * 256 / 224`, so that the crop fits any aspect ratio.
+    center crop of that size after resizing the short side to the
+    release's `ceil(max(h, w) / 0.875)` (336 -> 384, 448 -> 512), so that
+    the crop fits any aspect ratio.
     """
     height, width = image_shape[0], image_shape[1]
     if height is None or width is None or (height, width) == (224, 224):
         return AIMImageConverter()
+    side = max(height, width)
     return AIMImageConverter(
-        resize_size=int(round(max(height, width) * 256 / 224)),
+        resize_size=(8 * side + 6) // 7,  # ceil(side / 0.875), exactly
         crop_size=(height, width),
     )
