@@ -53,11 +53,20 @@ def environment():
 
 
 def rows(output_dir):
+    """The (step, loss) rows of the run's log; [] while there is none.
+
+    Polled while the run is alive: a run that starts over removes the old
+    log (between our look and our read), and a row may be half-written.
+    Both read as "not there yet"; the final comparison reads a closed file.
+    """
     path = os.path.join(output_dir, training.LOG_FILE)
-    if not os.path.exists(path):
+    try:
+        with open(path, newline="") as f:
+            return [
+                (int(r["step"]), float(r["loss"])) for r in csv.DictReader(f)
+            ]
+    except (FileNotFoundError, TypeError, ValueError):
         return []
-    with open(path, newline="") as f:
-        return [(int(r["step"]), float(r["loss"])) for r in csv.DictReader(f)]
 
 
 def completed(output_dir):
