@@ -329,7 +329,9 @@ def test_command_line_run(script, preset, probed, tmp_path):
     saved = read_metrics(str(tmp_path))
     assert saved["num_test"] == 539
     if script == "evaluate":
-        assert saved["top1"] == pytest.approx(probed[1]["top1"])
+        # Another process: logits may differ in the last bits, which can
+        # flip a prediction that sits on a tie; one image of 539 at most.
+        assert saved["top1"] == pytest.approx(probed[1]["top1"], abs=1 / 539)
     if script == "finetune":
         assert os.path.exists(os.path.join(str(tmp_path), "lora.weights.h5"))
 

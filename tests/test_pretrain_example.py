@@ -63,15 +63,26 @@ def losses(output_dir):
     )
 
 
-def assert_same_curve(output_dir, reference_dir, num_steps=8, every=1):
+def assert_same_curve(
+    output_dir, reference_dir, num_steps=8, every=1, same_process=True
+):
+    """The two runs logged the same steps and losses.
+
+    Bit equality only where it is guaranteed: on jax, within one process
+    (the same compiled programs on the same inputs). Across processes the
+    compiler settings, thread scheduling and kernel choice may differ, so
+    a tolerance: a resume bug (a lost or repeated step, optimizer state
+    not restored) moves the losses by 1e-2 or more; float32 rounding over
+    40 steps of a tiny model stays near 1e-6 (3e-7 seen).
+    """
     steps, got = losses(output_dir)
     ref_steps, want = losses(reference_dir)
     expected = sorted(set(range(every, num_steps + 1, every)) | {num_steps})
     assert steps == ref_steps == expected
-    if EXACT:
+    if EXACT and same_process:
         np.testing.assert_array_equal(got, want)
     else:
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
 
 
 class CallbackAt(keras.callbacks.Callback):
@@ -387,7 +398,7 @@ def test_subprocess_sigterm_then_resume(tmp_path):
     assert [step for step, _ in manager.checkpoints()] == [stopped_at]
     result = subprocess.run(argv, env=env, capture_output=True, timeout=300)
     assert result.returncode == 0, result.stderr.decode()[-2000:]
-    assert_same_curve(output_dir, reference, num_steps=40)
+    assert_same_curve(output_dir, reference, num_steps=40, same_process=False)
 
 
 def test_epochs_set_the_number_of_steps():
