@@ -263,6 +263,14 @@ def test_every_variable_has_one_layout_rule():
     assert "block_1/mlp_fc2/kernel" in found["sharded"]
     assert "position_embedding/embeddings" in found["replicated"]
     assert "block_0/norm_1/scale" in found["replicated"]
+    # The 3B's widths on a 2 x 4 (batch x model) mesh.
+    big = PRESETS["aimv2_3b_patch14_224"]["backbone"]
+    layout.check_dimensions(
+        types.SimpleNamespace(shape=(2, 4), axis_names=("batch", "model")),
+        big["hidden_dim"],
+        big["num_heads"],
+        mlp_ratio=big["intermediate_dim"] / big["hidden_dim"],
+    )
     rules = layout._rules("model", "batch")
     fc3 = [r for r in rules if r[0].endswith("mlp_fc3/kernel")]
     assert fc3 == [(fc3[0][0], ("batch", "model"), "sharded")]

@@ -267,3 +267,6 @@ def test_detect_layout_names_both_layouts(absolute_sd):
     )
     with pytest.raises(ValueError, match="embeddings.patch_embed.weight"):
         released_aimv2.detect_layout({"a": 1})
+    assert released_aimv2.is_aimv2_config({"architectures": ["AIMv2Model"]})
+    assert released_aimv2.is_aimv2_config({"model_type": "aimv2_vision_model"})
+    assert not released_aimv2.is_aimv2_config({"embed_dim": 48})

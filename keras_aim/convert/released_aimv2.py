@@ -370,8 +370,13 @@ def is_aimv2_config(config):
     """Whether a hub `config.json` (a dict) describes an AIMv2 model."""
     if not isinstance(config, dict) or "embed_dim" in config:
         return False
-    model_type = str(config.get("model_type", ""))
-    return model_type.startswith("aimv2") or "vision_config" in config
+    model_type = str(config.get("model_type", "")).lower()
+    architectures = " ".join(map(str, config.get("architectures") or []))
+    return (
+        model_type.startswith("aimv2")
+        or "aimv2" in architectures.lower()
+        or "vision_config" in config
+    )
 
 
 def vision_config(config):
