@@ -172,3 +172,23 @@ def test_the_examples_take_an_aimv2_preset_folder(v2_preset, tmp_path):
     )
     assert parity["passed"]
     assert manifest["input_signature"][0]["shape"] == [None, 16, 16, 3]
+
+
+def test_the_recipe_does_not_decay_rmsnorm_scales_or_the_table():
+    from keras_aim.optimizers.pretraining import PretrainingAdamW
+
+    backbone = keras_aim.AIMv2Backbone(**TINY)
+    variables = backbone.trainable_variables
+    before = [numpy(v) for v in variables]
+    optimizer = PretrainingAdamW(learning_rate=1e-3, weight_decay=0.05)
+    zeros = [keras.ops.zeros(v.shape) for v in variables]
+    optimizer.apply_gradients(zip(zeros, variables))
+    decayed = {
+        v.path
+        for v, old in zip(variables, before)
+        if not np.array_equal(numpy(v), old)
+    }
+    kernels = {v.path for v in variables if v.name == "kernel"}
+    assert decayed == kernels
+    assert "position_embedding/embeddings" not in decayed
+    assert "block_0/norm_1/scale" not in decayed
