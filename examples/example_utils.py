@@ -15,7 +15,8 @@ import numpy as np
 
 
 def build_backbone(image_shape, preset=None, **architecture):
-    """A random-init `AIMBackbone`: `preset`'s architecture, or `architecture`.
+    """A random-init backbone: `preset`'s architecture (any family, e.g. an
+    AIMv2 one), or an `AIMBackbone` of `architecture`.
 
     Args:
         image_shape: `(H, W, C)` of the training images.
@@ -23,9 +24,10 @@ def build_backbone(image_shape, preset=None, **architecture):
         **architecture: `AIMBackbone` arguments, used without a preset.
     """
     from keras_aim.models.aim.aim_backbone import AIMBackbone
+    from keras_aim.models.backbone import Backbone
 
     if preset:
-        return AIMBackbone.from_preset(
+        return Backbone.from_preset(
             preset, load_weights=False, image_shape=image_shape
         )
     return AIMBackbone(image_shape=image_shape, **architecture)
@@ -229,19 +231,20 @@ def output_folder(path):
 def load_backbone(preset, image_size=None):
     """The backbone of `--preset` and the image converter to read data with.
 
-    A classifier preset brings its own converter; a backbone preset gets
-    the release's transform at its own input size.
+    The backbone is of the preset's family (`AIMBackbone` or
+    `AIMv2Backbone`). A classifier preset brings its own converter; a
+    backbone preset gets the release's transform at its own input size.
     """
-    import keras_aim
     from keras_aim.models.aim.aim_image_converter import default_image_converter
     from keras_aim.models.aim.aim_image_converter import load_image_converter
+    from keras_aim.models.backbone import Backbone
 
     if not preset:
         raise ValueError("--preset is required (a name, a preset or a folder).")
     kwargs = {}
     if image_size:
         kwargs["image_shape"] = (image_size, image_size, 3)
-    backbone = keras_aim.AIMBackbone.from_preset(preset, **kwargs)
+    backbone = Backbone.from_preset(preset, **kwargs)
     converter = None
     if os.path.isdir(preset) and not image_size:
         converter = load_image_converter(preset)
@@ -309,14 +312,15 @@ def probe_against_twin(
     Returns:
         The results dict, or `None` when `source` has no labels to probe.
     """
-    import keras_aim
     from keras_aim import probing
     from keras_aim.utils import plots
 
     if source not in ("digits", "photos"):
         print(f"No attentive probe: {source!r} is not a built-in labelled set.")
         return None
-    twin = keras_aim.AIMBackbone.from_preset(initial_dir)
+    from keras_aim.models.backbone import Backbone
+
+    twin = Backbone.from_preset(initial_dir)
     results = {
         "dataset": source,
         "epochs": epochs,

@@ -84,7 +84,9 @@ def load_model(preset, image_size):
     except ValueError as error:
         if "without a classification head" not in str(error):
             raise
-    return keras_aim.AIMBackbone.from_preset(preset, **kwargs), "backbone"
+    from keras_aim.models.backbone import Backbone
+
+    return Backbone.from_preset(preset, **kwargs), "backbone"
 
 
 def parity_images(model, size, seed=0):

@@ -17,6 +17,7 @@ from keras_aim.models.aim.aim_image_classifier import AIMImageClassifier
 from keras_aim.models.aim.aim_image_converter import AIMImageConverter
 from keras_aim.models.aim.aim_presets import PRESETS
 from keras_aim.models.aim.aim_pretrainer import AIMPretrainer
+from keras_aim.models.aimv2.aimv2_backbone import AIMv2Backbone
 from keras_aim.utils import deprecated_paths
 from keras_aim.version import __version__
 
@@ -27,6 +28,7 @@ __all__ = [
     "AIMImageClassifier",
     "AIMImageConverter",
     "AIMPretrainer",
+    "AIMv2Backbone",
     "PRESETS",
     "__version__",
     "callbacks",

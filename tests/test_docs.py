@@ -19,7 +19,10 @@ The rules (CONTRIBUTING.md, "Code blocks in the docs", says the same):
   the folder `aim-600M` also finds one in its working directory: a tiny
   random checkpoint of the same architecture in the released hub layout
   (config.json + model.safetensors), as `huggingface-cli download
-  apple/aim-600M --local-dir aim-600M` would leave it. Input sizes, token
+  apple/aim-600M --local-dir aim-600M` would leave it. The AIMv2 names
+  (`AIMv2Backbone.from_preset("aimv2_large_patch14_224")`, ...) load a
+  tiny random `AIMv2Backbone` of the same kind (width 48, 4 blocks, 4
+  heads, patch 14, 224; sin-cos for the native one). Input sizes, token
   counts and code paths are the real ones; widths, depths and numbers are
   not. On jax, most XLA optimisations are off while the blocks run: the
   same results, compiled in a fraction of the time.
@@ -84,6 +87,16 @@ HUB_HANDLES = {
     "hf://apple/aim-7B": "aim_7b",
 }
 HUB_FOLDER = "aim-600M"
+# AIMv2 presets (and their hf:// handles) load a tiny random AIMv2 trunk of
+# the same kind (sin-cos for the native one).
+STAND_IN_V2 = dict(
+    image_shape=(224, 224, 3),
+    patch_size=14,
+    hidden_dim=48,
+    num_layers=4,
+    num_heads=4,
+    intermediate_dim=128,
+)
 
 ABSL_BUILTIN_FLAGS = {
     "help",
@@ -181,6 +194,24 @@ class StandIns:
             self.folders[kind] = folder
         return self.folders[kind]
 
+    def v2_preset(self, name):
+        from keras_aim.models.aimv2.aimv2_presets import PRESETS
+
+        if name.startswith("hf://apple/"):
+            name = name[len("hf://apple/") :].replace("-", "_")
+            name = name.replace("1B", "1b").replace("3B", "3b")
+        if name not in PRESETS:
+            return None
+        kind = PRESETS[name]["backbone"]["position_embedding"]
+        if kind not in self.folders:
+            backbone = keras_aim.AIMv2Backbone(
+                **STAND_IN_V2, position_embedding=kind
+            )
+            folder = os.path.join(self.root, f"stand_in_v2_{kind}")
+            backbone.save_to_preset(folder)
+            self.folders[kind] = folder
+        return self.folders[kind]
+
     def hub_folder(self):
         folder = os.path.join(self.root, HUB_FOLDER)
         if not os.path.isdir(folder):
@@ -217,6 +248,18 @@ def use_stand_ins(monkeypatch, stand_ins):
             return _original(klass, preset, *args, **kwargs)
 
         monkeypatch.setattr(cls, "from_preset", classmethod(from_preset))
+    original_v2 = inspect.getattr_static(
+        keras_aim.AIMv2Backbone, "from_preset"
+    ).__func__
+
+    def from_preset_v2(klass, preset, *args, **kwargs):
+        if isinstance(preset, str):
+            preset = stand_ins.v2_preset(preset) or preset
+        return original_v2(klass, preset, *args, **kwargs)
+
+    monkeypatch.setattr(
+        keras_aim.AIMv2Backbone, "from_preset", classmethod(from_preset_v2)
+    )
 
 
 @pytest.fixture

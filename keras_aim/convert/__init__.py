@@ -3,8 +3,11 @@
 - `readers`: lazy tensor readers (safetensors, `.pth`).
 - `released_aim`: the released AIM layout: its config, key map and the
   tensor-by-tensor assignment into a Keras model.
+- `released_aimv2`: the AIMv2 key layouts (the release's pinned hub
+  revisions, transformers' `Aimv2VisionModel`, the LiT image tower), told
+  apart by their keys, and their assignment into an `AIMv2Backbone`.
 - `loaders`: `ReleasedCheckpointLoader`, the `PresetLoader` of released
-  folders and `.pth` pairs.
+  folders and `.pth` pairs; `aimv2_loaders` the AIMv2 ones.
 - `cli` (`python -m keras_aim.convert`): released checkpoint -> Keras
   preset folder.
 

@@ -1,7 +1,8 @@
-"""Layers of the AIM trunk, probe and pre-training objective."""
+"""Layers of the AIM and AIMv2 trunks, probe and pre-training objective."""
 
 from keras_aim.layers.attentive_probe import AIMAttentivePooling
 from keras_aim.layers.dense import AIMDense
+from keras_aim.layers.learned_position_embedding import LearnedPositionEmbedding
 from keras_aim.layers.linear_probe import AIMLinearProbe
 from keras_aim.layers.masks import causal_mask
 from keras_aim.layers.masks import prefix_causal_mask
@@ -11,6 +12,7 @@ from keras_aim.layers.patchify import Unpatchify
 from keras_aim.layers.pixel_head import AIMPixelHead
 from keras_aim.layers.position_embedding import SinCos2DPositionEmbedding
 from keras_aim.layers.position_embedding import sincos_2d_position_embedding
+from keras_aim.layers.swiglu_transformer_block import AIMv2TransformerBlock
 from keras_aim.layers.transformer_block import AIMTransformerBlock
 
 __all__ = [
@@ -20,6 +22,8 @@ __all__ = [
     "AIMPatchEmbedding",
     "AIMPixelHead",
     "AIMTransformerBlock",
+    "AIMv2TransformerBlock",
+    "LearnedPositionEmbedding",
     "Patchify",
     "SinCos2DPositionEmbedding",
     "Unpatchify",

@@ -65,6 +65,20 @@ class PresetLoader:
         """The evaluation transform that travels with this preset."""
         return default_image_converter(image_shape or DEFAULT_IMAGE_SHAPE)
 
+    def backbone_class(self):
+        """The registered backbone class this preset holds, or `None`.
+
+        Looked up in the Keras registry by name, so that a loader never
+        imports the models; `Backbone.from_preset` builds it, and a task
+        loaded from the preset is built around it.
+        """
+        return None
+
+
+def registered_class(name):
+    """The class registered as `keras_aim>name`, or `None`."""
+    return keras.saving.get_registered_object(f"keras_aim>{name}")
+
 
 class KerasPresetLoader(PresetLoader):
     """A Keras preset folder written by `save_to_preset`.
@@ -83,6 +97,12 @@ class KerasPresetLoader(PresetLoader):
         self.backbone_config = dict(
             backbone["config"] if self.is_task else self.inner
         )
+
+    def backbone_class(self):
+        if self.is_task:
+            name = self.inner["backbone"].get("registered_name")
+            return keras.saving.get_registered_object(name) if name else None
+        return self._saved_class()
 
     def _backbone_config(self, kwargs):
         config = dict(self.backbone_config)
@@ -125,7 +145,8 @@ class KerasPresetLoader(PresetLoader):
             )
         kwargs = dict(kwargs)
         dtype = self._task_dtype(kwargs.get("dtype"))
-        backbone = cls.backbone_cls.from_config(self._backbone_config(kwargs))
+        backbone_cls = self.backbone_class() or cls.backbone_cls
+        backbone = backbone_cls.from_config(self._backbone_config(kwargs))
         weight_args = [
             k for k in getattr(cls, "preset_weight_args", ()) if k in self.inner
         ]

@@ -7,6 +7,7 @@ from keras_aim.layers.attentive_probe import AIMAttentivePooling
 from keras_aim.layers.linear_probe import AIMLinearProbe
 from keras_aim.models.aim.aim_backbone import AIMBackbone
 from keras_aim.models.aim.aim_presets import best_probe_layers
+from keras_aim.models.backbone import Backbone
 from keras_aim.models.task import Task
 from keras_aim.utils import validation
 
@@ -14,13 +15,19 @@ PROBES = ("attentive", "linear")
 
 
 def resolve_probe_layers(probe_layers, backbone):
-    """Turns `"best"`, `"last"` or indices into sorted 0-based blocks."""
-    best = best_probe_layers(
-        backbone.patch_size,
-        backbone.hidden_dim,
-        backbone.num_layers,
-        backbone.num_heads,
-    )
+    """Turns `"best"`, `"last"` or indices into sorted 0-based blocks.
+
+    `"best"` exists for the released AIM sizes only (AIMv2 publishes no
+    probe blocks; an AIMv2 trunk of an AIM size does not get them).
+    """
+    best = None
+    if isinstance(backbone, AIMBackbone):
+        best = best_probe_layers(
+            backbone.patch_size,
+            backbone.hidden_dim,
+            backbone.num_layers,
+            backbone.num_heads,
+        )
     return validation.resolve_probe_layers(
         probe_layers, backbone.num_layers, best
     )
@@ -39,7 +46,7 @@ class AIMImageClassifier(Task, keras.Model):
     raw `uint8` images, which then go through `image_converter` first.
 
     Args:
-        backbone: a `keras_aim.AIMBackbone`.
+        backbone: a `keras_aim.AIMBackbone` or `keras_aim.AIMv2Backbone`.
         num_classes: int. Defaults to 1000.
         probe_layers: `"best"` (released sizes only), `"last"` (the last six
             blocks) or a list of 0-based block indices. Defaults to `"best"`
@@ -77,9 +84,10 @@ class AIMImageClassifier(Task, keras.Model):
         **kwargs,
     ):
         validation.check_model_kwargs(type(self), kwargs)
-        if not isinstance(backbone, AIMBackbone):
+        if not isinstance(backbone, Backbone):
             raise ValueError(
-                "`backbone` must be a keras_aim.AIMBackbone; got "
+                "`backbone` must be a keras_aim.AIMBackbone or AIMv2Backbone; "
+                "got "
                 f"{type(backbone).__name__}."
             )
         if probe_layers is None:
