@@ -387,6 +387,84 @@ ATTACKS = [
         "model",
     ),
     (
+        "probe-best-tiny",
+        "probe",
+        ["--preset={preset}", "--probe_layers=best"],
+        "released AIM sizes",
+        "model",
+    ),
+    (
+        "probe-layers-twice",
+        "probe",
+        ["--preset={preset}", "--probe_layers=0,1,0"],
+        "distinct",
+        "model",
+    ),
+    (
+        "dataset-empty",
+        "probe",
+        ["--preset={preset}", "--dataset="],
+        "source",
+        "data",
+    ),
+    (
+        "dataset-tfds-empty",
+        "probe",
+        ["--preset={preset}", "--dataset=tfds:"],
+        "tfds:NAME",
+        "data",
+    ),
+    ("preset-dev-zero", "probe", ["--preset=/dev/zero"], "is a file", "model"),
+    (
+        "preset-no-config",
+        "evaluate",
+        ["--preset={T}"],
+        "no config.json",
+        "model",
+    ),
+    (
+        "dataset-fifo",
+        "evaluate",
+        ["--preset={classifier}", "--dataset={fifo}"],
+        "existing image folder",
+        "data",
+    ),
+    (
+        "split-all-builtin",
+        "evaluate",
+        ["--preset={classifier}", "--dataset=digits", "--split=all"],
+        "train and test splits only",
+        "data",
+    ),
+    (
+        "ablations-unknown",
+        "reproduce_findings",
+        ["--ablations=head,bogus"],
+        "bogus",
+        "model",
+    ),
+    (
+        "ablation-size",
+        "reproduce_findings",
+        ["--ablation_size=w999"],
+        "w999",
+        "model",
+    ),
+    (
+        "widths-heads",
+        "reproduce_findings",
+        ["--quick", "--widths=9", "--num_heads=4"],
+        "does not divide",
+        "model",
+    ),
+    (
+        "width-heads",
+        "pretrain",
+        ["--hidden_dim=64", "--num_heads=128"],
+        "num_heads",
+        "model",
+    ),
+    (
         "nan-classifier",
         "evaluate",
         ["--preset={nan}", "--dataset={images}"],
@@ -425,3 +503,22 @@ def test_attacks_exit_2_with_one_line(
     assert message in error
     if stage == "flags":  # nothing was created
         assert not (tmp_path / "out").exists()
+
+
+def test_tensorflow_logical_replicas_are_bounded(monkeypatch):
+    example_utils = load_example("example_utils")
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
+    pytest.importorskip("tensorflow")
+    with pytest.raises(ValueError, match="at most 64"):
+        example_utils.prepare_tensorflow_devices("data", "99999x1")
+
+
+def test_export_reads_class_names_from_the_model_not_a_file(files):
+    export = load_example("export")
+    classifier = keras_aim.AIMImageClassifier.from_preset(files["classifier"])
+    assert export.class_names(classifier) == ["café", "tea"]
+    os.mkfifo(os.path.join(files["T"], "classifier", "class_names.json"))
+    try:  # a FIFO there once hung export.py; nothing reads it now
+        assert export.class_names(classifier) == ["café", "tea"]
+    finally:
+        os.remove(os.path.join(files["T"], "classifier", "class_names.json"))
