@@ -228,12 +228,14 @@ def output_folder(path):
     return training.prepare_output_dir(path)
 
 
-def load_backbone(preset, image_size=None):
+def load_backbone(preset, image_size=None, probe_layers=None):
     """The backbone of `--preset` and the image converter to read data with.
 
     The backbone is of the preset's family (`AIMBackbone` or
     `AIMv2Backbone`). A classifier preset brings its own converter; a
     backbone preset gets the release's transform at its own input size.
+    `probe_layers` (the flag) is checked against the backbone here, before
+    any data is read.
     """
     from keras_aim.models.aim.aim_image_converter import default_image_converter
     from keras_aim.models.aim.aim_image_converter import load_image_converter
@@ -250,6 +252,12 @@ def load_backbone(preset, image_size=None):
         converter = load_image_converter(preset)
     if converter is None:
         converter = default_image_converter(backbone.image_shape)
+    if probe_layers is not None:
+        from keras_aim.models.aim.aim_image_classifier import (
+            resolve_probe_layers,
+        )
+
+        resolve_probe_layers(probe_layers, backbone)
     return backbone, converter
 
 
@@ -278,8 +286,9 @@ def write_metrics(output_dir, metrics, class_names, title):
         "confusion": path,
         **metrics.get("files", {}),
     }
-    with open(metrics["files"]["metrics"], "w") as f:
-        json.dump(metrics, f, indent=1)
+    from keras_aim.utils.io_utils import write_json
+
+    write_json(metrics["files"]["metrics"], metrics)  # whole, or not at all
     return metrics
 
 
@@ -356,6 +365,9 @@ def probe_against_twin(
     return {**results, "files": files}
 
 
+MAX_LOGICAL_REPLICAS = 64
+
+
 def prepare_tensorflow_devices(distribution, mesh):
     """Makes the logical CPU replicas `--mesh=Nx1` asks TensorFlow for.
 
@@ -373,7 +385,13 @@ def prepare_tensorflow_devices(distribution, mesh):
 
     if tf.config.list_physical_devices("GPU"):
         return
-    replicas = int(str(mesh).lower().split("x")[0])
+    replicas = int(str(mesh).lower().split("x")[0])  # checked by its flag
+    if replicas > MAX_LOGICAL_REPLICAS:
+        raise ValueError(
+            f"--mesh={mesh} asks TensorFlow for {replicas} logical CPU "
+            f"replicas; at most {MAX_LOGICAL_REPLICAS} (they share the "
+            "CPU's cores)."
+        )
     tf.config.set_logical_device_configuration(
         tf.config.list_physical_devices("CPU")[0],
         [tf.config.LogicalDeviceConfiguration()] * replicas,

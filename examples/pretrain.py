@@ -76,6 +76,19 @@ DEFAULTS = dict(
     probe_learning_rate=1e-2,
     verbose=1,
 )
+# What a run writes, checked before any work (scaffold.run_folder).
+OUTPUTS = {
+    "log.csv": "file",
+    "tensorboard": "folder",
+    "checkpoints": "folder",
+    "initial_backbone": "preset",
+    "backbone": "preset",
+    "loss.png": "file",
+    "reconstructions.png": "file",
+    "probe.json": "file",
+    "confusion.png": "file",
+    "summary.json": "file",
+}
 ARCHITECTURE = ("patch_size", "hidden_dim", "num_layers", "num_heads")
 HEAD = ("head_hidden_dim", "head_num_layers", "token_order")
 # Settings that leave the loss curve as it is (where and how often the run
@@ -113,7 +126,7 @@ def run(callbacks=(), **overrides):
     config = scaffold.settings(DEFAULTS, overrides)
     # A data-parallel worker writes nothing; its chief holds the lock.
     lock = example_utils.chief_process()
-    with scaffold.run_folder(config["output_dir"], lock) as output_dir:
+    with scaffold.run_folder(config["output_dir"], lock, OUTPUTS) as output_dir:
         return _run_locked(config, output_dir, callbacks)
 
 

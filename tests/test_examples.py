@@ -232,7 +232,7 @@ BAD_INPUT = [
     (
         "evaluate",
         ["--preset={classifier}", "--dataset=photos"],
-        "labels would be out of range",
+        "labels would mean other classes",
     ),
 ]
 

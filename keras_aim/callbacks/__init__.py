@@ -11,10 +11,18 @@ keyed by the optimizer step.
 - `StepLogger` (`step_logger.py`): `log.csv`, TensorBoard, progress.
 - `RunCheckpoint` (`run_checkpoint.py`): checkpoints, the NaN stop.
 - `ReconstructionGrid` (`reconstruction_grid.py`): next-patch figures.
+- `StopOnNonFiniteLoss` (`stop_on_non_finite_loss.py`): the NaN guard of
+  probes and fine-tuning, which do read each step's loss.
 """
 
 from keras_aim.callbacks.reconstruction_grid import ReconstructionGrid
 from keras_aim.callbacks.run_checkpoint import RunCheckpoint
 from keras_aim.callbacks.step_logger import StepLogger
+from keras_aim.callbacks.stop_on_non_finite_loss import StopOnNonFiniteLoss
 
-__all__ = ["ReconstructionGrid", "RunCheckpoint", "StepLogger"]
+__all__ = [
+    "ReconstructionGrid",
+    "RunCheckpoint",
+    "StepLogger",
+    "StopOnNonFiniteLoss",
+]

@@ -7,6 +7,8 @@
 - `finetune`: `train_classifier` (full or LoRA, layer-wise decay).
 - `metrics`: `predict_logits`, `classification_metrics`, `check_labels`.
 - `repeated`: `RepeatedProbe`, one compiled probe reused across calls.
+- `divergence`: `fit_or_diverge`, the NaN guard of every probe and
+  fine-tuning `fit` (a `TrainingDivergedError`, nothing saved).
 """
 
 from keras_aim.probing.features import IN_MEMORY_LIMIT_BYTES

@@ -152,6 +152,11 @@ class KerasPresetLoader(PresetLoader):
         ]
         for key in weight_args:
             kwargs.setdefault(key, self.inner[key])
+        if kwargs.get("num_classes") == self.inner.get("num_classes"):
+            # Label names belong to the saved head's classes only.
+            for key in getattr(cls, "preset_config_args", ()):
+                if key in self.inner:
+                    kwargs.setdefault(key, self.inner[key])
         if "image_converter" not in kwargs:
             kwargs["image_converter"] = self.load_image_converter()
         model = cls(backbone, dtype=dtype, **kwargs)
@@ -213,16 +218,7 @@ def save_preset(model, preset_dir):
     any) intact. A folder holding files that are not part of a preset is
     refused rather than replaced.
     """
-    preset_dir = os.path.abspath(os.fspath(preset_dir))
-    if os.path.isdir(preset_dir):
-        foreign = sorted(
-            n for n in os.listdir(preset_dir) if not _preset_file(n)
-        )
-        if foreign:
-            raise ValueError(
-                f"Preset folder {preset_dir!r} holds files that are not part "
-                f"of a preset ({foreign[:5]}); save to a new or empty folder."
-            )
+    preset_dir = check_preset_target(preset_dir)
     try:
         os.makedirs(os.path.dirname(preset_dir), exist_ok=True)
         if os.path.exists(preset_dir) and not os.path.isdir(preset_dir):
@@ -259,6 +255,26 @@ def save_preset(model, preset_dir):
             "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M"),
         }
         io_utils.write_json(os.path.join(folder, METADATA_FILE), metadata, 2)
+
+
+def check_preset_target(preset_dir):
+    """Refuses a `save_preset` target holding files that are not part of a
+    preset (they would be lost); returns the absolute path.
+
+    Called by `save_preset`, and by the example scripts before any work,
+    so that a run never fails at its end on the folder it writes.
+    """
+    preset_dir = os.path.abspath(os.fspath(preset_dir))
+    if os.path.isdir(preset_dir):
+        foreign = sorted(
+            n for n in os.listdir(preset_dir) if not _preset_file(n)
+        )
+        if foreign:
+            raise ValueError(
+                f"Preset folder {preset_dir!r} holds files that are not part "
+                f"of a preset ({foreign[:5]}); save to a new or empty folder."
+            )
+    return preset_dir
 
 
 def _preset_file(name):

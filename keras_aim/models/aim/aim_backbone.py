@@ -163,6 +163,13 @@ def _check_config(image_shape, patch_size, hidden_dim, num_layers, num_heads):
             f"channel count; got {image_shape!r}."
         )
     check_image_shape((None,) + image_shape, patch_size, image_shape[-1])
+    if None not in image_shape[:2]:
+        # Attention is quadratic in the tokens: refused before any step.
+        validation.check_size_limit(
+            (image_shape[0] // patch_size) * (image_shape[1] // patch_size),
+            "num_patches",
+            f"num_patches (image_shape={image_shape}, patch_size={patch_size})",
+        )
     return image_shape
 
 
