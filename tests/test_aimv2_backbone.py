@@ -220,7 +220,7 @@ def test_unknown_names_list_both_families():
     assert aimv2_presets.check_preset_name("aimv2_3b_patch14_336")
 
 
-@pytest.mark.large(backend="jax")
+@pytest.mark.large(backend="torch")
 def test_the_large_presets_build_with_their_exact_counts():
     for name in ("aimv2_large_patch14_224", "aimv2_large_patch14_native"):
         backbone = keras_aim.AIMv2Backbone.from_preset(name, load_weights=False)

@@ -49,6 +49,7 @@ def test_training_overhead_smoke(tmp_path):
     assert set(result["conversions_per_step"]) == {"bare", "loop"}
 
 
+@pytest.mark.large(backend="jax")
 def test_plan_table_and_its_parameter_formula(tmp_path):
     """plan.py's table, and its parameter formula against built models."""
     output = str(tmp_path / "plan.json")

@@ -92,6 +92,7 @@ def test_probe_writes_metrics_confusion_and_classifier(probed):
     assert classifier.num_classes == 10
 
 
+@pytest.mark.large(backend="torch")
 def test_evaluate_reproduces_the_probe_accuracy(probed, tmp_path):
     output_dir, metrics = probed
     out = str(tmp_path / "eval")
@@ -107,6 +108,7 @@ def test_evaluate_reproduces_the_probe_accuracy(probed, tmp_path):
     assert result["split"] == "test" and is_png(result["files"]["confusion"])
 
 
+@pytest.mark.large(backend="torch")
 def test_linear_probe(preset, tmp_path):
     metrics = probe.run(
         preset,
@@ -126,6 +128,7 @@ def test_linear_probe(preset, tmp_path):
 
 
 @pytest.mark.parametrize("rank", [2, 0])
+@pytest.mark.large(backend="torch")
 def test_finetune_with_and_without_lora(preset, tmp_path, rank):
     metrics = finetune.run(
         preset,

@@ -202,6 +202,7 @@ def test_run_writes_log_plots_checkpoints_and_backbone(straight_run):
     assert backbone.hidden_dim == 32 and backbone.num_layers == 1
 
 
+@pytest.mark.large(backend="torch")
 def test_stop_crash_and_resume_match_the_uninterrupted_curve(
     straight_run, tmp_path
 ):
@@ -244,6 +245,7 @@ def test_resume_with_other_settings_is_refused(straight_run, tmp_path):
         pretrain.run(output_dir=output_dir, **{**TINY, "batch_size": 4})
 
 
+@pytest.mark.large(backend="torch")
 def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(
     tmp_path, capsys, monkeypatch
 ):
@@ -340,6 +342,7 @@ def test_read_only_output_dir_fails(tmp_path):
             folder.chmod(0o700)
 
 
+@pytest.mark.large(backend="torch")
 def test_windows_of_steps_resume_onto_the_same_rows(tmp_path):
     settings = {**TINY, "log_every": 3}
     straight = str(tmp_path / "straight")

@@ -257,7 +257,7 @@ def test_a_finished_run_releases_the_folder(preset, tmp_path):
     assert sorted(os.listdir(tmp_path)) == [".lock", "features.npz"]
 
 
-@pytest.mark.large(backend="jax")
+@pytest.mark.large
 def test_two_real_probes_into_one_folder(preset, tmp_path):
     """A live probe holds its folder; a second command exits 2 naming it;
     a SIGTERM leaves no result, cache or temporary file behind."""

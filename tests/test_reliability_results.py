@@ -155,7 +155,7 @@ def test_evaluate_labels_folders_by_the_saved_class_names(
     )
 
 
-@pytest.mark.large(backend="jax")
+@pytest.mark.large
 @settings(SOME, max_examples=40)
 @given(**FOLDERS)
 def test_evaluate_labels_many_generated_folders(
