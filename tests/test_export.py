@@ -220,6 +220,22 @@ def test_quantized_routes_that_fail_raise_before_exporting(
         classifier.export("unused", format=format)
 
 
+def test_a_torch_export_failure_at_any_size_names_the_routes(monkeypatch):
+    if BACKEND != "torch":
+        pytest.skip("the torch route")
+    import torch
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("Constraints violated (rows)")
+
+    monkeypatch.setattr(torch.export, "export", fail)
+    free = make_classifier((None, None, 3))
+    with pytest.raises(ValueError, match="image_size=.*KERAS_BACKEND="):
+        free.export("unused.pt2", format="torch")
+    with pytest.raises(RuntimeError, match="Constraints"):  # one size: as is
+        make_classifier().export("unused.pt2", format="torch")
+
+
 def test_torch_export_declares_sizes_as_multiples_of_the_patch():
     pytest.importorskip("torch")
     import torch
