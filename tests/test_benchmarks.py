@@ -250,3 +250,44 @@ def test_eval_pixels_benchmark_smoke(tmp_path):
     assert 0 <= agreement["top1_agreement"] <= 1
     with open(str(tmp_path / "eval_pixels.md")) as f:
         assert "| library |" in f.read()
+
+
+@pytest.mark.extra_large
+def test_deployment_smoke(tmp_path):
+    """benchmarks/deployment.py end to end on a random tiny trunk."""
+    output = str(tmp_path / "deployment.json")
+    stdout = run_script(
+        "deployment.py",
+        "--tiny",
+        "--probe_epochs=1",
+        "--runtimes=keras_jax,onnx_torch",
+        "--batch_sizes=1,4",
+        "--rounds=1",
+        "--repeats=2",
+        "--warmup=1",
+        f"--work_dir={tmp_path / 'work'}",
+        f"--output={output}",
+    )
+    assert "| ONNX Runtime (ONNX from torch) | int8 |" in stdout
+    with open(output) as f:
+        result = json.load(f)
+    modes = result["accuracy"]["modes"]
+    assert set(modes) == {"float32", "int8", "int4"}
+    assert modes["float32"]["same_top1_as_float32"] == 1.0
+    weights = {mode: modes[mode]["weights_file_bytes"] for mode in modes}
+    assert weights["int4"] < weights["int8"] < weights["float32"]
+    assert result["export"]["onnx_torch/int4"]["error"]  # refused, named
+    rows = {
+        (row["runtime"], row["precision"], row["batch"]): row
+        for row in result["latency"]
+    }
+    assert len(rows) == 2 * 2 * 2
+    for row in rows.values():
+        assert row["ms_per_image"] > 0
+        is_float = row["precision"] == "float32"
+        assert (row["int8_over_float32"] is None) == is_float
+        # The same artifact answers as the Keras model it came from.
+        if is_float:
+            assert row["top1"] == modes["float32"]["top1"]
+    with open(output[: -len(".json")] + ".md") as f:
+        assert "| int8 |" in f.read()
