@@ -148,7 +148,7 @@ def test_convert_cli_writes_a_preset(absolute_sd, tmp_path):
         )
 
 
-@pytest.mark.large
+@pytest.mark.extra_large
 def test_convert_cli_process_exit_status(absolute_sd, tmp_path):
     folder = write(tmp_path / "hub", absolute_sd)
     command = [sys.executable, "-m", "keras_aim.convert", folder]

@@ -221,7 +221,7 @@ def test_torch_reference_loss_matches_keras_aim():
     assert got == pytest.approx(expected, rel=1e-5)
 
 
-@pytest.mark.large(backend="tensorflow")
+@pytest.mark.extra_large
 def test_eval_pixels_benchmark_smoke(tmp_path):
     """The evaluation-input benchmark at a tiny size: every arm and part."""
     output = str(tmp_path / "eval_pixels.json")

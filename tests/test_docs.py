@@ -316,7 +316,21 @@ def run_python_blocks(page, text, monkeypatch, stand_ins, workdir):
     return ran
 
 
-@pytest.mark.parametrize("page", pages_with(PYTHON))
+def _page_tier(page):
+    """README's blocks on every backend in `make test`; each docs page once
+    (on the backend its tagged blocks name, else the neutral one), and
+    everywhere in `make test-all`: the pages cost 10-20 s each on jax."""
+    if page == "README.md":
+        return pytest.param(page)
+    with open(os.path.join(ROOT, page)) as f:
+        text = f.read()
+    for backend in ("tensorflow", "torch", "jax"):
+        if f"```python {backend}" in text:
+            return pytest.param(page, marks=pytest.mark.large(backend=backend))
+    return pytest.param(page, marks=pytest.mark.large)
+
+
+@pytest.mark.parametrize("page", [_page_tier(p) for p in pages_with(PYTHON)])
 def test_python_blocks_run(
     page, monkeypatch, stand_ins, tmp_path, fast_compilation
 ):

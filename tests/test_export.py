@@ -115,9 +115,25 @@ def _require(backend, format):
     pytest.importorskip(RUNTIME_MODULES[format])
 
 
+# `make test` exports one format per backend (its own: SavedModel for
+# tensorflow and jax, `.pt2` for torch); `make test-all` every cell. An
+# export with its runtime's reload costs 10-35 s here.
+FIRST_FORMAT = {
+    "tensorflow": "tf_saved_model",
+    "jax": "tf_saved_model",
+    "torch": "torch",
+}
+
+
+def _tier(backend, format):
+    if FIRST_FORMAT[backend] == format:
+        return pytest.mark.large(backend=backend)
+    return pytest.mark.extra_large
+
+
 def _cells():
     return [
-        pytest.param(b, f, marks=pytest.mark.large(backend=b), id=f"{b}-{f}")
+        pytest.param(b, f, marks=_tier(b, f), id=f"{b}-{f}")
         for b, f in SUPPORTED
     ]
 
@@ -156,24 +172,15 @@ def test_pooled_backbone_features_export(backend, format, tmp_path):
         np.testing.assert_allclose(run(x), want, atol=TOLERANCE, rtol=0)
 
 
-# The first quantized cell of each backend runs in `make test`, the others
-# in `make test-all`.
-QUANTIZED_FIRST = {
-    "tensorflow": "tf_saved_model",
-    "jax": "tf_saved_model",
-    "torch": "torch",
-}
-
-
 def _quantized_cells():
     cells = []
     for backend, format in SUPPORTED:
         for mode in ("int8", "int4"):
             if (backend, format, mode) in export.QUANTIZED_UNSUPPORTED:
                 continue
-            if QUANTIZED_FIRST[backend] == format:
-                mark = pytest.mark.large(backend=backend)
-            else:
+            # `make test`: int8 in each backend's own format.
+            mark = _tier(backend, format)
+            if mode != "int8":
                 mark = pytest.mark.extra_large
             cells.append(
                 pytest.param(
@@ -205,7 +212,10 @@ def test_quantized_export_matches_the_quantized_model(
 
 @pytest.mark.parametrize(
     "backend,format,mode",
-    sorted(export.QUANTIZED_UNSUPPORTED),
+    [
+        pytest.param(*cell, marks=pytest.mark.large(backend=cell[0]))
+        for cell in sorted(export.QUANTIZED_UNSUPPORTED)
+    ],
     ids=["-".join(cell) for cell in sorted(export.QUANTIZED_UNSUPPORTED)],
 )
 def test_quantized_routes_that_fail_raise_before_exporting(
@@ -274,7 +284,7 @@ def test_example_refuses_bad_settings():
             example.check_settings(**settings)
 
 
-@pytest.mark.large(backend=BACKEND)
+@pytest.mark.large(backend="tensorflow")
 def test_example_writes_artifact_manifest_and_parity(tmp_path):
     format = {"tensorflow": "onnx", "jax": "saved_model", "torch": "torch"}
     format = format[BACKEND]

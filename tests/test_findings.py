@@ -216,7 +216,7 @@ def test_small_study_on_every_backend(small_study):
     _check_findings(output_dir, config)
 
 
-@pytest.mark.large(backend="torch")
+@pytest.mark.extra_large
 @pytest.mark.skipif(
     BACKEND != "torch",
     reason="the whole --quick study (eight runs) on one backend is enough",
