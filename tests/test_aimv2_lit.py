@@ -1,0 +1,356 @@
+"""AIMv2 LiT: both towers, zero-shot classification and the CLIP tokenizer,
+against the independent float64 NumPy reference (`tests/reference_lit.py`)
+on tiny checkpoints in both key layouts that the tests write; hostile
+checkpoints refused; the released preset's exact parameter count.
+"""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import keras_aim
+from keras_aim.convert import cli
+from keras_aim.models.aimv2.aimv2_presets import PRESETS
+from keras_aim.models.aimv2.aimv2_presets import lit_parameter_count
+from tests import reference as ref
+from tests import reference_lit as lit_ref
+from tests.harness import run_layer_test
+
+pytest.importorskip("safetensors")
+pytest.importorskip("tokenizers")
+
+TOL = 2e-5
+LENGTH = lit_ref.TEXT["length"]
+PROMPTS = ["a photo of the cat", "a small dog", "a big car!"]
+
+
+def numpy(x):
+    return np.asarray(keras.ops.convert_to_numpy(x), np.float64)
+
+
+def images(shape, seed=0):
+    return np.random.default_rng(seed).normal(size=shape).astype("float32")
+
+
+@pytest.fixture(scope="module")
+def vocabulary():
+    return lit_ref.tiny_vocabulary()
+
+
+@pytest.fixture(scope="module")
+def lit_sd(vocabulary):
+    return lit_ref.random_lit_state_dict(len(vocabulary[0]), seed=7)
+
+
+def eos_id(vocabulary):
+    return vocabulary[0][lit_ref.END]
+
+
+def write_lit(folder, sd, vocabulary, layout="release", tokenizer=True):
+    """A LiT hub folder: config, weights and (optionally) the BPE files."""
+    folder = str(folder)
+    tensors = sd if layout == "release" else lit_ref.to_transformers_lit(sd)
+    config = lit_ref.lit_hub_config(sd, eos_id(vocabulary), layout)
+    ref.write_hub_folder(folder, tensors, config)
+    if tokenizer:
+        lit_ref.write_tokenizer_files(folder)
+    return folder
+
+
+def reference_ids(vocabulary, texts):
+    vocab, merges = vocabulary
+    return np.asarray(
+        [lit_ref.reference_tokenize(t, vocab, merges, LENGTH) for t in texts]
+    )
+
+
+# --- The tokenizer -----------------------------------------------------------
+
+
+def test_tokenizer_matches_the_reference_bpe(vocabulary, tmp_path):
+    lit_ref.write_tokenizer_files(str(tmp_path))
+    tokenizer = keras_aim.AIMv2Tokenizer.from_folder(tmp_path, LENGTH)
+    texts = [
+        "a photo of the cat",
+        "  A   PHOTO\tof a\nDOG.  ",  # case and whitespace runs
+        "the cat's small car, 2 dogs!!",  # contraction, digit, punctuation
+        "café naïve",  # bytes beyond ASCII
+        "photos photo photography",  # merges that stop midway
+        " ".join(["big"] * 30),  # cut to LENGTH, end token kept
+    ]
+    got = tokenizer(texts)
+    assert got.dtype == np.int32 and got.shape == (len(texts), LENGTH)
+    np.testing.assert_array_equal(got, reference_ids(vocabulary, texts))
+    vocab = vocabulary[0]
+    # "ot" outranks the merges that spell "photo", which stops at ph|ot|o.
+    spelled = ["a</w>", "ph", "ot", "o</w>", "of</w>", "the</w>", "cat</w>"]
+    assert got[0, :9].tolist() == [
+        vocab[lit_ref.START],
+        *[vocab[t] for t in spelled],
+        vocab[lit_ref.END],
+    ]
+    assert got[-1, -1] == vocab[lit_ref.END]
+    # The tokenizer.json it saves reads back to the same ids.
+    tokenizer.save_to_preset(str(tmp_path / "saved_dir"))
+    again = keras_aim.AIMv2Tokenizer.from_folder(tmp_path / "saved_dir", 16)
+    np.testing.assert_array_equal(again(texts), got)
+
+
+def test_tokenizer_refuses_bad_files_and_inputs(tmp_path):
+    with pytest.raises(ValueError, match="holds no tokenizer"):
+        keras_aim.AIMv2Tokenizer.from_folder(tmp_path)
+    lit_ref.write_tokenizer_files(str(tmp_path))
+    with open(tmp_path / "merges.txt", "a") as f:
+        f.write("a b c\n")
+    with pytest.raises(ValueError, match="merges.txt, line .*two tokens"):
+        keras_aim.AIMv2Tokenizer.from_folder(tmp_path)
+    with open(tmp_path / "tokenizer.json", "w") as f:
+        f.write("{not json")
+    with pytest.raises(ValueError, match="Could not read the tokenizer"):
+        keras_aim.AIMv2Tokenizer.from_folder(tmp_path)
+    os.remove(tmp_path / "tokenizer.json")
+    lit_ref.write_tokenizer_files(str(tmp_path))
+    tokenizer = keras_aim.AIMv2Tokenizer.from_folder(tmp_path)
+    for bad in ([1, 2], [], None):
+        with pytest.raises(ValueError, match="texts"):
+            tokenizer(bad)
+    with pytest.raises(ValueError, match="sequence_length"):
+        keras_aim.AIMv2Tokenizer.from_folder(tmp_path, sequence_length=1)
+
+
+# --- Layers ------------------------------------------------------------------
+
+
+def test_lit_layers_harness(tmp_path):
+    run_layer_test(
+        keras_aim.layers.AttentionPooling,
+        {"hidden_dim": 16, "num_heads": 2, "output_dim": 8},
+        images((2, 5, 16)),
+        (2, 8),
+        tmp_path=tmp_path,
+    )
+
+
+def test_causal_text_tower_pools_at_the_first_end_token():
+    encoder = keras_aim.AIMv2TextEncoder(
+        vocabulary_size=20,
+        hidden_dim=16,
+        num_layers=2,
+        num_heads=2,
+        intermediate_dim=32,
+        max_sequence_length=8,
+        eos_token_id=19,
+    )
+    ids = np.array([[18, 3, 4, 19, 0, 0, 0, 0]], "int32")
+    base = numpy(encoder(ids))
+    after = ids.copy()
+    after[0, 4:] = [5, 6, 19, 7]  # tokens after the first end token
+    np.testing.assert_allclose(numpy(encoder(after)), base, atol=1e-6)
+    before = ids.copy()
+    before[0, 1] = 7
+    assert np.abs(numpy(encoder(before)) - base).max() > 1e-3
+    assert np.abs(numpy(encoder(ids[:, :4])) - base).max() < 1e-5
+    with pytest.raises(ValueError, match="max_sequence_length=8"):
+        encoder.check_token_ids(np.zeros((1, 9), "int32"))
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        encoder.check_token_ids(np.full((1, 3), 20))
+    with pytest.raises(ValueError, match="eos_token_id"):
+        keras_aim.AIMv2TextEncoder(vocabulary_size=20, eos_token_id=20)
+
+
+# --- Converted checkpoints against the reference -----------------------------
+
+
+@pytest.mark.parametrize("layout", ["release", "transformers"])
+def test_converted_lit_matches_the_reference(
+    layout, lit_sd, vocabulary, tmp_path
+):
+    folder = write_lit(tmp_path / "hub", lit_sd, vocabulary, layout)
+    lit = keras_aim.AIMv2LiT.from_preset(folder)
+    assert lit.tokenizer is not None and lit.projection_dim == 24
+    x = images((2, 28, 28, 3))
+    ids = reference_ids(vocabulary, PROMPTS)
+    want, image, text = lit_ref.numpy_logits(lit_sd, x, ids, eos_id(vocabulary))
+    got = lit({"images": x, "token_ids": ids})
+    assert np.abs(numpy(got["logits_per_image"]) - want).max() <= TOL
+    assert np.abs(numpy(got["logits_per_text"]) - want.T).max() <= TOL
+    assert np.abs(numpy(lit.encode_images(x)) - image).max() <= TOL
+    assert np.abs(numpy(lit.encode_text(PROMPTS)) - text).max() <= TOL
+    unit = numpy(lit.encode_text(PROMPTS, normalize=True))
+    assert np.abs(unit - lit_ref.normalize(text)).max() <= TOL
+    assert lit.logit_scale == pytest.approx(np.exp(np.log(1 / 0.07) - 0.3))
+    # Shorter ids, and a row without an end token (pooled at its first).
+    short = ids[:, :6].copy()
+    want_short = lit_ref.numpy_text_embeddings(
+        lit_sd, short, eos_id(vocabulary)
+    )
+    assert np.abs(numpy(lit.encode_text(short)) - want_short).max() <= TOL
+    # Another image size: the learned table is resampled.
+    y = images((1, 20, 36, 3), seed=1)
+    want_y = lit_ref.numpy_image_embeddings(lit_sd, y)
+    assert np.abs(numpy(lit.encode_images(y)) - want_y).max() <= TOL
+
+
+def test_zero_shot_classifier_matches_the_reference(
+    lit_sd, vocabulary, tmp_path
+):
+    lit = keras_aim.AIMv2LiT.from_preset(
+        write_lit(tmp_path / "hub", lit_sd, vocabulary)
+    )
+    names = ["cat", "dog", "car"]
+    templates = ["a photo of the {}", "a small {}!"]
+    classifier = lit.zero_shot_classifier(names, templates=templates)
+    assert classifier.class_names == names
+    x = images((3, 28, 28, 3), seed=2)
+    prompts = [t.format(n) for n in names for t in templates]
+    text = lit_ref.normalize(
+        lit_ref.numpy_text_embeddings(
+            lit_sd, reference_ids(vocabulary, prompts), eos_id(vocabulary)
+        )
+    )
+    classes = lit_ref.normalize(text.reshape(3, 2, -1).mean(axis=1))
+    image = lit_ref.normalize(lit_ref.numpy_image_embeddings(lit_sd, x))
+    want = lit.logit_scale * image @ classes.T
+    assert np.abs(numpy(classifier(x)) - want).max() <= TOL
+    assert np.abs(classifier.predict(x, verbose=0) - want).max() <= TOL
+    for bad, needle in (
+        ({"templates": ["no slot"]}, "exactly one"),
+        ({"templates": "a {}"}, "list of strings"),
+        ({"class_names": ["cat", "cat"]}, "more than once"),
+        ({"class_names": []}, "empty"),
+    ):
+        arguments = {"class_names": names, **bad}
+        with pytest.raises(ValueError, match=needle):
+            lit.zero_shot_classifier(**arguments)
+
+
+def test_convert_cli_and_preset_round_trip(lit_sd, vocabulary, tmp_path):
+    folder = write_lit(tmp_path / "hub", lit_sd, vocabulary, "transformers")
+    output = str(tmp_path / "keras")
+    model = cli.convert(cli._parser().parse_args([folder, "--output", output]))
+    assert type(model) is keras_aim.AIMv2LiT
+    assert os.path.isfile(os.path.join(output, "tokenizer.json"))
+    loaded = keras_aim.AIMv2LiT.from_preset(output)
+    x = images((1, 28, 28, 3))
+    ids = reference_ids(vocabulary, PROMPTS[:2])
+    want, _, _ = lit_ref.numpy_logits(lit_sd, x, ids, eos_id(vocabulary))
+    got = loaded({"images": x, "token_ids": loaded.tokenize(PROMPTS[:2])})
+    assert np.abs(numpy(got["logits_per_image"]) - want).max() <= TOL
+    assert loaded.image_converter is not None
+    # The image trunk alone, from the LiT hub folder and from the preset.
+    trunk = keras_aim.AIMv2Backbone.from_preset(folder)
+    assert trunk.count_params() == loaded.image_encoder.count_params()
+    with pytest.raises(ValueError, match="load it with keras_aim.AIMv2LiT"):
+        keras_aim.AIMv2Backbone.from_preset(output)
+
+
+def test_lit_without_tokenizer_files_takes_ids(lit_sd, vocabulary, tmp_path):
+    folder = write_lit(tmp_path / "hub", lit_sd, vocabulary, tokenizer=False)
+    lit = keras_aim.AIMv2LiT.from_preset(folder)
+    assert lit.tokenizer is None
+    ids = reference_ids(vocabulary, PROMPTS[:1])
+    want = lit_ref.numpy_text_embeddings(lit_sd, ids, eos_id(vocabulary))
+    assert np.abs(numpy(lit.encode_text(ids)) - want).max() <= TOL
+    with pytest.raises(ValueError, match="no tokenizer.*vocab.json"):
+        lit.encode_text("a cat")
+    lit_ref.write_tokenizer_files(str(tmp_path / "tok"))
+    lit.tokenizer = keras_aim.AIMv2Tokenizer.from_folder(tmp_path / "tok")
+    assert lit.tokenizer.sequence_length == LENGTH
+    np.testing.assert_array_equal(lit.tokenize(PROMPTS[:1]), ids)
+
+
+# --- Hostile checkpoints -----------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", ["release", "transformers"])
+def test_bad_lit_checkpoints_name_the_key(layout, lit_sd, vocabulary, tmp_path):
+    base = (
+        lit_sd if layout == "release" else lit_ref.to_transformers_lit(lit_sd)
+    )
+    text_key = sorted(k for k in base if "projection" in k or "projector" in k)
+    text_key = [k for k in text_key if k.startswith("text")][0]
+    head_key = sorted(k for k in base if ".head." in k and "weight" in k)[0]
+    nan = dict(base)
+    nan[text_key] = base[text_key].copy()
+    nan[text_key][0, 0] = np.nan
+    cases = {
+        "missing": ({k: v for k, v in base.items() if k != head_key}, head_key),
+        "extra": (
+            {**base, "text_extra.weight": np.ones(2, "float32")},
+            "text_extra",
+        ),
+        "shape": (
+            {**base, head_key: base[head_key][:, :-1]},
+            f"{head_key}: expected",
+        ),
+        "nan": (nan, f"'{text_key}'.*NaN"),
+    }
+    for name, (tensors, needle) in cases.items():
+        folder = str(tmp_path / name)
+        config = lit_ref.lit_hub_config(lit_sd, eos_id(vocabulary), layout)
+        ref.write_hub_folder(folder, tensors, config)
+        with pytest.raises(ValueError, match=needle):
+            keras_aim.AIMv2LiT.from_preset(folder)
+
+
+def test_wrong_sources_are_refused(lit_sd, vocabulary, tmp_path):
+    trunk = {
+        k[len("image_encoder.") :]: v
+        for k, v in lit_sd.items()
+        if k.startswith("image_encoder.") and ".head." not in k
+    }
+    config = lit_ref.lit_hub_config(lit_sd, eos_id(vocabulary))["vision_config"]
+    config["model_type"] = "aimv2"
+    folder = ref.write_hub_folder(str(tmp_path / "trunk"), trunk, config)
+    with pytest.raises(ValueError, match="without a text tower"):
+        keras_aim.AIMv2LiT.from_preset(folder)
+    with pytest.raises(ValueError, match="aimv2_large_patch14_224_lit"):
+        keras_aim.AIMv2LiT.from_preset("aimv2_large_patch14_224")
+    with pytest.raises(ValueError, match="takes the overrides"):
+        keras_aim.AIMv2LiT.from_preset(folder, probe_layers="last")
+    bad = write_lit(tmp_path / "bad", lit_sd, vocabulary)
+    config = json.load(open(os.path.join(bad, "config.json")))
+    config["text_config"]["num_hidden_layers"] = 5
+    with open(os.path.join(bad, "config.json"), "w") as f:
+        json.dump(config, f)
+    with pytest.raises(ValueError, match="num_hidden_layers=5"):
+        keras_aim.AIMv2LiT.from_preset(bad)
+
+
+# --- Parameter counts --------------------------------------------------------
+
+
+def test_the_lit_preset_has_its_exact_parameter_count():
+    spec = PRESETS["aimv2_large_patch14_224_lit"]
+    lit = spec["lit"]
+    count = lit_parameter_count(
+        spec["backbone"], lit["text"], lit["projection_dim"]
+    )
+    # trunk 309,197,824 + head 3,147,776 + text tower 122,958,336
+    # + projections 786,432 + 589,824 + the temperature.
+    assert count == lit["parameter_count"] == 436_680_193
+
+
+def test_the_count_formula_matches_a_tiny_build(lit_sd, vocabulary, tmp_path):
+    lit = keras_aim.AIMv2LiT.from_preset(
+        write_lit(tmp_path / "hub", lit_sd, vocabulary), load_weights=False
+    )
+    text = lit.text_encoder
+    count = lit_parameter_count(
+        lit.image_encoder.get_config(),
+        dict(text.get_config()),
+        lit.projection_dim,
+    )
+    assert count == lit.count_params() == sum(v.size for v in lit_sd.values())
+
+
+@pytest.mark.large(backend="torch")
+def test_the_lit_preset_builds_with_its_exact_count():
+    lit = keras_aim.AIMv2LiT.from_preset(
+        "aimv2_large_patch14_224_lit", load_weights=False
+    )
+    assert lit.count_params() == 436_680_193
+    assert lit.text_encoder.num_heads == 6 and lit.image_head.num_heads == 8
