@@ -278,8 +278,9 @@ def numpy_image_embeddings(sd, images):
     return pooled @ np.asarray(sd["image_projector.weight"], np.float64).T
 
 
-def numpy_text_embeddings(sd, token_ids, eos_token_id):
-    """Text tower: causal blocks, the first end-of-text token, projection."""
+def numpy_text_embeddings(sd, token_ids, eos_token_id, causal=True):
+    """Text tower: causal blocks, the first end-of-text token, projection
+    (`causal=False`: the mistake of a bidirectional text tower)."""
     f = {
         k: np.asarray(v, np.float64)
         for k, v in _under(sd, "text_encoder.").items()
@@ -288,7 +289,8 @@ def numpy_text_embeddings(sd, token_ids, eos_token_id):
     b, n = ids.shape
     x = f["preprocessor.text_embedding.weight"][ids]
     x = x + f["preprocessor.positional_embedding"][:n]
-    causal = np.broadcast_to(np.tril(np.ones((n, n), bool)), (b, n, n))
+    mask = np.tril(np.ones((n, n), bool)) if causal else np.ones((n, n), bool)
+    mask = np.broadcast_to(mask, (b, n, n))
     i = 0
     while f"trunk.blocks.{i}.norm_1.weight" in f:
         w = {
@@ -299,7 +301,7 @@ def numpy_text_embeddings(sd, token_ids, eos_token_id):
         h = rms_norm(x, w["norm_1.weight"])
         q, k, v = np.split(h @ w["attn.qkv.weight"].T, 3, axis=-1)
         heads = [_split_heads(a, HEADS) for a in (q, k, v)]
-        x = x + _merge_heads(_attention(*heads, mask=causal)) @ (
+        x = x + _merge_heads(_attention(*heads, mask=mask)) @ (
             w["attn.proj.weight"].T
         )
         h = rms_norm(x, w["norm_2.weight"])

@@ -134,34 +134,44 @@ def test_lit_layers_harness(tmp_path):
     )
 
 
-def test_causal_text_tower_pools_at_the_first_end_token():
+def test_causal_text_tower_pools_at_the_first_end_token(vocabulary):
+    text = lit_ref.TEXT
+    eos = eos_id(vocabulary)
     encoder = keras_aim.AIMv2TextEncoder(
-        vocabulary_size=20,
-        hidden_dim=16,
-        num_layers=2,
-        num_heads=2,
-        intermediate_dim=32,
-        max_sequence_length=8,
-        eos_token_id=19,
+        vocabulary_size=len(vocabulary[0]),
+        hidden_dim=text["hidden_dim"],
+        num_layers=text["num_layers"],
+        num_heads=lit_ref.HEADS,
+        intermediate_dim=text["intermediate_dim"],
+        max_sequence_length=text["length"],
+        eos_token_id=eos,
     )
-    ids = np.array([[18, 3, 4, 19, 0, 0, 0, 0]], "int32")
+    ids = np.zeros((3, text["length"]), "int32")
+    ids[:, :4] = [eos - 1, 3, 4, eos]
     base = numpy(encoder(ids))
     after = ids.copy()
-    after[0, 4:] = [5, 6, 19, 7]  # tokens after the first end token
+    after[:, 4:8] = [5, 6, eos, 7]  # tokens after the first end token
     np.testing.assert_allclose(numpy(encoder(after)), base, atol=1e-6)
     before = ids.copy()
-    before[0, 1] = 7
+    before[:, 1] = 7
     assert np.abs(numpy(encoder(before)) - base).max() > 1e-3
     assert np.abs(numpy(encoder(ids[:, :4])) - base).max() < 1e-5
-    with pytest.raises(ValueError, match="max_sequence_length=8"):
-        encoder.check_token_ids(np.zeros((1, 9), "int32"))
+    with pytest.raises(ValueError, match="max_sequence_length=16"):
+        encoder.check_token_ids(np.zeros((1, 17), "int32"))
     with pytest.raises(ValueError, match="outside the vocabulary"):
-        encoder.check_token_ids(np.full((1, 3), 20))
+        encoder.check_token_ids(np.full((1, 3), len(vocabulary[0])))
     with pytest.raises(ValueError, match="eos_token_id"):
         keras_aim.AIMv2TextEncoder(vocabulary_size=20, eos_token_id=20)
 
 
 # --- Converted checkpoints against the reference -----------------------------
+
+
+def prompt_ids(vocabulary):
+    """Two prompts and a row without an end token (pooled at its first)."""
+    ids = reference_ids(vocabulary, PROMPTS)
+    ids[2] = ids[2, 1]
+    return ids
 
 
 @pytest.mark.parametrize("layout", ["release", "transformers"])
@@ -172,26 +182,31 @@ def test_converted_lit_matches_the_reference(
     lit = keras_aim.AIMv2LiT.from_preset(folder)
     assert lit.tokenizer is not None and lit.projection_dim == 24
     x = images((2, 28, 28, 3))
-    ids = reference_ids(vocabulary, PROMPTS)
+    ids = prompt_ids(vocabulary)
     want, image, text = lit_ref.numpy_logits(lit_sd, x, ids, eos_id(vocabulary))
     got = lit({"images": x, "token_ids": ids})
     assert np.abs(numpy(got["logits_per_image"]) - want).max() <= TOL
     assert np.abs(numpy(got["logits_per_text"]) - want.T).max() <= TOL
     assert np.abs(numpy(lit.encode_images(x)) - image).max() <= TOL
-    assert np.abs(numpy(lit.encode_text(PROMPTS)) - text).max() <= TOL
-    unit = numpy(lit.encode_text(PROMPTS, normalize=True))
+    assert np.abs(numpy(lit.encode_text(ids)) - text).max() <= TOL
+    unit = numpy(lit.encode_text(ids, normalize=True))
     assert np.abs(unit - lit_ref.normalize(text)).max() <= TOL
-    assert lit.logit_scale == pytest.approx(np.exp(np.log(1 / 0.07) - 0.3))
-    # Shorter ids, and a row without an end token (pooled at its first).
-    short = ids[:, :6].copy()
-    want_short = lit_ref.numpy_text_embeddings(
-        lit_sd, short, eos_id(vocabulary)
+    # Strings go through the tokenizer.
+    text = lit_ref.numpy_text_embeddings(
+        lit_sd, reference_ids(vocabulary, PROMPTS), eos_id(vocabulary)
     )
-    assert np.abs(numpy(lit.encode_text(short)) - want_short).max() <= TOL
-    # Another image size: the learned table is resampled.
-    y = images((1, 20, 36, 3), seed=1)
-    want_y = lit_ref.numpy_image_embeddings(lit_sd, y)
-    assert np.abs(numpy(lit.encode_images(y)) - want_y).max() <= TOL
+    assert np.abs(numpy(lit.encode_text(PROMPTS)) - text).max() <= TOL
+    assert lit.logit_scale == pytest.approx(np.exp(np.log(1 / 0.07) - 0.3))
+
+
+def test_the_tolerance_sees_a_missing_causal_mask(lit_sd, vocabulary):
+    """The parity tolerance can see the mistake a port would make."""
+    ids = prompt_ids(vocabulary)
+    want = lit_ref.numpy_text_embeddings(lit_sd, ids, eos_id(vocabulary))
+    both_ways = lit_ref.numpy_text_embeddings(
+        lit_sd, ids, eos_id(vocabulary), causal=False
+    )
+    assert np.abs(both_ways - want).max() > 1e-3
 
 
 def test_zero_shot_classifier_matches_the_reference(
@@ -202,9 +217,9 @@ def test_zero_shot_classifier_matches_the_reference(
     )
     names = ["cat", "dog", "car"]
     templates = ["a photo of the {}", "a small {}!"]
-    classifier = lit.zero_shot_classifier(names, templates=templates)
+    classifier = lit.zero_shot_classifier(names, templates, batch_size=3)
     assert classifier.class_names == names
-    x = images((3, 28, 28, 3), seed=2)
+    x = images((2, 28, 28, 3), seed=2)
     prompts = [t.format(n) for n in names for t in templates]
     text = lit_ref.normalize(
         lit_ref.numpy_text_embeddings(
@@ -234,10 +249,10 @@ def test_convert_cli_and_preset_round_trip(lit_sd, vocabulary, tmp_path):
     assert type(model) is keras_aim.AIMv2LiT
     assert os.path.isfile(os.path.join(output, "tokenizer.json"))
     loaded = keras_aim.AIMv2LiT.from_preset(output)
-    x = images((1, 28, 28, 3))
-    ids = reference_ids(vocabulary, PROMPTS[:2])
+    x = images((2, 28, 28, 3))
+    ids = reference_ids(vocabulary, PROMPTS)
     want, _, _ = lit_ref.numpy_logits(lit_sd, x, ids, eos_id(vocabulary))
-    got = loaded({"images": x, "token_ids": loaded.tokenize(PROMPTS[:2])})
+    got = loaded({"images": x, "token_ids": loaded.tokenize(PROMPTS)})
     assert np.abs(numpy(got["logits_per_image"]) - want).max() <= TOL
     assert loaded.image_converter is not None
     # The image trunk alone, from the LiT hub folder and from the preset.
@@ -251,7 +266,7 @@ def test_lit_without_tokenizer_files_takes_ids(lit_sd, vocabulary, tmp_path):
     folder = write_lit(tmp_path / "hub", lit_sd, vocabulary, tokenizer=False)
     lit = keras_aim.AIMv2LiT.from_preset(folder)
     assert lit.tokenizer is None
-    ids = reference_ids(vocabulary, PROMPTS[:1])
+    ids = reference_ids(vocabulary, PROMPTS)
     want = lit_ref.numpy_text_embeddings(lit_sd, ids, eos_id(vocabulary))
     assert np.abs(numpy(lit.encode_text(ids)) - want).max() <= TOL
     with pytest.raises(ValueError, match="no tokenizer.*vocab.json"):
@@ -259,7 +274,7 @@ def test_lit_without_tokenizer_files_takes_ids(lit_sd, vocabulary, tmp_path):
     lit_ref.write_tokenizer_files(str(tmp_path / "tok"))
     lit.tokenizer = keras_aim.AIMv2Tokenizer.from_folder(tmp_path / "tok")
     assert lit.tokenizer.sequence_length == LENGTH
-    np.testing.assert_array_equal(lit.tokenize(PROMPTS[:1]), ids)
+    np.testing.assert_array_equal(lit.tokenize(PROMPTS), ids)
 
 
 # --- Hostile checkpoints -----------------------------------------------------
@@ -354,3 +369,40 @@ def test_the_lit_preset_builds_with_its_exact_count():
     )
     assert lit.count_params() == 436_680_193
     assert lit.text_encoder.num_heads == 6 and lit.image_head.num_heads == 8
+
+
+@pytest.mark.large(backend="torch")
+def test_bfloat16_lit_loads_without_a_float32_copy(
+    lit_sd, vocabulary, tmp_path
+):
+    folder = write_lit(tmp_path / "hub", lit_sd, vocabulary)
+    lit = keras_aim.AIMv2LiT.from_preset(folder, dtype="bfloat16")
+    assert {v.dtype for v in lit.weights} == {"bfloat16"}
+    x = images((2, 28, 28, 3))
+    ids = prompt_ids(vocabulary)
+    want, _, _ = lit_ref.numpy_logits(lit_sd, x, ids, eos_id(vocabulary))
+    got = lit({"images": x, "token_ids": ids})["logits_per_image"]
+    assert np.abs(numpy(got) - want).max() < 0.5
+    lit.save_to_preset(str(tmp_path / "bf16"))
+    again = keras_aim.AIMv2LiT.from_preset(str(tmp_path / "bf16"))
+    assert {v.dtype for v in again.weights} == {"bfloat16"}
+
+
+@pytest.mark.parametrize(
+    "module_name",
+    [
+        "layers.text_embedding",
+        "layers.attention_pooling",
+        "layers.contrastive_logits",
+        "models.aimv2.aimv2_presets",
+        "models.aimv2.aimv2_text_encoder",
+    ],
+)
+def test_docstring_examples_run(module_name):
+    import doctest
+    import importlib
+
+    module = importlib.import_module(f"keras_aim.{module_name}")
+    globs = dict(keras=keras, np=np, keras_aim=keras_aim)
+    result = doctest.testmod(module, extraglobs=globs)
+    assert result.attempted > 0 and result.failed == 0

@@ -11,8 +11,8 @@ SOURCE is a folder in the released hub layout (`config.json` +
 `model.safetensors`, as in `apple/aim-600M`, or an AIMv2 one such as
 `apple/aimv2-large-patch14-224`, in the release's or transformers' key
 layout; the LiT folder `apple/aimv2-large-patch14-224-lit` gives an
-`AIMv2LiT` with its tokenizer) or a backbone `.pth` file of the `apple/AIM` release, optionally
-with its head `.pth` (`--head`). The
+`AIMv2LiT` with its tokenizer) or a backbone `.pth` file of the
+`apple/AIM` release, optionally with its head `.pth` (`--head`). The
 architecture is read from the tensors' shapes; the number of heads comes
 from `--num-heads`, the preset name (`--preset aim_600m`) or the hub
 config. The result is a Keras preset folder that
@@ -231,7 +231,7 @@ def _convert_aimv2(args, source, output):
     if args.head is not None or args.probe_layers is not None:
         raise ValueError(
             "--head and --probe-layers go with AIM classification heads; an "
-            "AIMv2 hub folder holds a trunk only."
+            "AIMv2 hub folder holds no classification head."
         )
     loader = AIMv2CheckpointLoader.from_hub_folder(source)
     with open_state_dict(*loader.paths) as reader:

@@ -37,7 +37,7 @@ class ContrastiveLogits(keras.layers.Layer):
 
     >>> logits = ContrastiveLogits()
     >>> scores = logits(keras.ops.eye(2), keras.ops.eye(2))
-    >>> [round(v, 2) for v in keras.ops.convert_to_numpy(scores)[0]]
+    >>> [round(float(v), 2) for v in keras.ops.convert_to_numpy(scores)[0]]
     [14.29, 0.0]
     """
 

@@ -110,7 +110,8 @@ class EndOfTextPooling(keras.layers.Layer):
 
     >>> pool = EndOfTextPooling(eos_token_id=2)
     >>> tokens = keras.ops.reshape(keras.ops.arange(6.0), (1, 3, 2))
-    >>> keras.ops.convert_to_numpy(pool(tokens, [[5, 2, 2]])).tolist()
+    >>> ids = keras.ops.convert_to_tensor([[5, 2, 2]])
+    >>> keras.ops.convert_to_numpy(pool(tokens, ids)).tolist()
     [[2.0, 3.0]]
     """
 
