@@ -406,3 +406,23 @@ def test_docstring_examples_run(module_name):
     globs = dict(keras=keras, np=np, keras_aim=keras_aim)
     result = doctest.testmod(module, extraglobs=globs)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_every_lit_variable_has_one_layout_rule(lit_sd, vocabulary, tmp_path):
+    import types
+
+    from keras_aim.distribution import layout
+
+    lit = keras_aim.AIMv2LiT.from_preset(
+        write_lit(tmp_path / "hub", lit_sd, vocabulary), load_weights=False
+    )
+    mesh = types.SimpleNamespace(shape=(2, 2), axis_names=("batch", "model"))
+    found = layout.check_layout(lit, mesh)
+    for path in (
+        "image_head/key/kernel",
+        "image_projection/kernel",
+        "text_embedding/token_embedding/embeddings",
+    ):
+        assert path in found["sharded"]
+    assert "logit_scale/log_logit_scale" in found["replicated"]
+    assert "text_embedding/position_embedding" in found["replicated"]
