@@ -197,6 +197,10 @@ def test_converted_lit_matches_the_reference(
     )
     assert np.abs(numpy(lit.encode_text(PROMPTS)) - text).max() <= TOL
     assert lit.logit_scale == pytest.approx(np.exp(np.log(1 / 0.07) - 0.3))
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        lit({"images": x, "token_ids": ids + len(vocabulary[0])})
+    with pytest.raises(ValueError, match="normalised float images"):
+        lit({"images": x.astype("uint8"), "token_ids": ids})
 
 
 def test_the_tolerance_sees_a_missing_causal_mask(lit_sd, vocabulary):

@@ -146,6 +146,16 @@ class AIMv2LiT(PresetMixin, keras.Model):
         self.initial_temperature = logit_layer.initial_temperature
         self.max_logit_scale = logit_layer.max_logit_scale
 
+    def __call__(self, inputs, *args, **kwargs):
+        if isinstance(inputs, dict):
+            ids = inputs.get("token_ids")
+            if isinstance(ids, np.ndarray):
+                ids = self.text_encoder.check_token_ids(ids)
+                inputs = {**inputs, "token_ids": ids}
+            if inputs.get("images") is not None:
+                self.image_encoder.check_images(inputs["images"])
+        return super().__call__(inputs, *args, **kwargs)
+
     @property
     def tokenizer(self):
         """The `AIMv2Tokenizer` for strings, or `None`."""

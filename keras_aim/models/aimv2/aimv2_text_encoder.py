@@ -1,6 +1,7 @@
 """The causal text tower of the AIMv2 LiT model."""
 
 import keras
+import numpy as np
 
 from keras_aim.layers.swiglu_transformer_block import AIMv2TransformerBlock
 from keras_aim.layers.text_embedding import EndOfTextPooling
@@ -148,6 +149,13 @@ class AIMv2TextEncoder(AIMModelBase, keras.Model):
         self.eos_token_id = int(eos_token_id)
         self.layer_norm_epsilon = float(layer_norm_epsilon)
 
+    def __call__(self, token_ids, *args, **kwargs):
+        # Concrete ids are checked (an id past the table would be clamped
+        # silently on jax); symbolic ones are left to the graph.
+        if isinstance(token_ids, np.ndarray):
+            token_ids = self.check_token_ids(token_ids)
+        return super().__call__(token_ids, *args, **kwargs)
+
     def _check_inputs(self, x, what="x"):
         validation.check_not_empty(x, what)
 
@@ -158,8 +166,6 @@ class AIMv2TextEncoder(AIMModelBase, keras.Model):
             ValueError: not a 2-D integer batch, longer than
                 `max_sequence_length`, or an id outside the vocabulary.
         """
-        import numpy as np
-
         array = np.asarray(keras.ops.convert_to_numpy(token_ids))
         if array.ndim != 2 or not np.issubdtype(array.dtype, np.integer):
             raise ValueError(
