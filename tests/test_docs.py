@@ -22,7 +22,10 @@ The rules (CONTRIBUTING.md, "Code blocks in the docs", says the same):
   apple/aim-600M --local-dir aim-600M` would leave it. The AIMv2 names
   (`AIMv2Backbone.from_preset("aimv2_large_patch14_224")`, ...) load a
   tiny random `AIMv2Backbone` of the same kind (width 48, 4 blocks, 4
-  heads, patch 14, 224; sin-cos for the native one). Input sizes, token
+  heads, patch 14, 224; sin-cos for the native one), and
+  `AIMv2LiT.from_preset("aimv2_large_patch14_224_lit")` a tiny random
+  LiT model on that image tower, with a two-block text tower (context 77)
+  and a tiny CLIP BPE tokenizer. Input sizes, token
   counts and code paths are the real ones; widths, depths and numbers are
   not. On jax, most XLA optimisations are off while the blocks run: the
   same results, compiled in a fraction of the time.
@@ -96,6 +99,20 @@ STAND_IN_V2 = dict(
     num_layers=4,
     num_heads=4,
     intermediate_dim=128,
+)
+# The LiT preset (and its handle) loads a tiny random AIMv2LiT: the image
+# tower above, a two-block text tower (context 77) and a tiny CLIP BPE
+# tokenizer that spells any text (tests/reference_lit.py).
+LIT_NAMES = (
+    "aimv2_large_patch14_224_lit",
+    "hf://apple/aimv2-large-patch14-224-lit",
+)
+STAND_IN_TEXT = dict(
+    hidden_dim=32,
+    num_layers=2,
+    num_heads=2,
+    intermediate_dim=64,
+    max_sequence_length=77,
 )
 
 ABSL_BUILTIN_FLAGS = {
@@ -212,6 +229,35 @@ class StandIns:
             self.folders[kind] = folder
         return self.folders[kind]
 
+    def lit_preset(self, name):
+        """A tiny random AIMv2LiT preset (with a tiny CLIP tokenizer) for
+        the LiT preset's name or hub handle."""
+        if name not in LIT_NAMES:
+            return None
+        if "lit" not in self.folders:
+            import reference_lit
+
+            folder = os.path.join(self.root, "stand_in_lit")
+            reference_lit.write_tokenizer_files(folder + "_tokenizer")
+            tokenizer = keras_aim.AIMv2Tokenizer.from_folder(
+                folder + "_tokenizer"
+            )
+            text = keras_aim.AIMv2TextEncoder(
+                **STAND_IN_TEXT,
+                vocabulary_size=tokenizer.vocabulary_size,
+                eos_token_id=tokenizer.end_token_id,
+            )
+            lit = keras_aim.AIMv2LiT(
+                keras_aim.AIMv2Backbone(**STAND_IN_V2),
+                text,
+                projection_dim=32,
+                image_converter=keras_aim.AIMImageConverter(),
+                tokenizer=tokenizer,
+            )
+            lit.save_to_preset(folder)
+            self.folders["lit"] = folder
+        return self.folders["lit"]
+
     def hub_folder(self):
         folder = os.path.join(self.root, HUB_FOLDER)
         if not os.path.isdir(folder):
@@ -259,6 +305,18 @@ def use_stand_ins(monkeypatch, stand_ins):
 
     monkeypatch.setattr(
         keras_aim.AIMv2Backbone, "from_preset", classmethod(from_preset_v2)
+    )
+    original_lit = inspect.getattr_static(
+        keras_aim.AIMv2LiT, "from_preset"
+    ).__func__
+
+    def from_preset_lit(klass, preset, *args, **kwargs):
+        if isinstance(preset, str):
+            preset = stand_ins.lit_preset(preset) or preset
+        return original_lit(klass, preset, *args, **kwargs)
+
+    monkeypatch.setattr(
+        keras_aim.AIMv2LiT, "from_preset", classmethod(from_preset_lit)
     )
 
 

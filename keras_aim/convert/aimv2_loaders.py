@@ -4,14 +4,16 @@
 `model.safetensors`) in either key layout, lazily: the architecture comes
 from the tensors' shapes (checked against the config), the head count from
 an override, the config or the preset, and the tensors are assigned one at
-a time. `BuiltinAIMv2Loader` serves the preset names, fetching the hub
-revision the release pins. Neither imports the models: the backbone class
-comes from the caller or the Keras registry.
+a time; a LiT checkpoint (image and text towers) also builds an
+`AIMv2LiT`, with the folder's tokenizer. `BuiltinAIMv2Loader` serves the
+preset names, fetching the hub revision the release pins. Neither imports
+the models: the classes come from the caller or the Keras registry.
 """
 
 import os
 
 from keras_aim.convert import released_aimv2
+from keras_aim.convert import released_aimv2_lit
 from keras_aim.convert.readers import open_state_dict
 from keras_aim.convert.released_aim import HUB_CONFIG_FILE
 from keras_aim.convert.released_aim import HUB_WEIGHTS_FILE
@@ -26,6 +28,9 @@ from keras_aim.utils.validation import reject_task_args
 BACKBONE_CLASS = "AIMv2Backbone"
 # Every released AIMv2 trunk has 128-wide heads.
 RELEASED_HEAD_DIM = 128
+# The files a LiT folder may hold beside its weights (CLIP's BPE).
+TOKENIZER_FILES = ["tokenizer.json", "vocab.json", "merges.txt"]
+LIT_OVERRIDES = ("image_shape", "dtype")
 
 
 def released_num_heads(hidden_dim):
@@ -46,6 +51,7 @@ class AIMv2CheckpointLoader(PresetLoader):
 
     def __init__(self, path, hub_config=None, where=None, num_heads=None):
         self.paths = [os.fspath(path)]
+        self.folder = os.path.dirname(self.paths[0]) or "."
         self.hub_config = hub_config or {}
         self.where = where or "the hub config"
         heads, size, epsilon = released_aimv2.hub_settings(
@@ -115,6 +121,88 @@ class AIMv2CheckpointLoader(PresetLoader):
             "image_converter", self.load_image_converter(backbone.image_shape)
         )
         return cls(backbone, dtype=backbone_kwargs.get("dtype"), **kwargs)
+
+    def load_lit(self, cls, load_weights=True, **kwargs):
+        overrides = _lit_overrides(cls, kwargs)
+        if not load_weights and not os.path.isfile(self.paths[0]):
+            image = released_aimv2.hub_architecture(self.hub_config, self.where)
+            text = released_aimv2_lit.text_architecture_from_config(
+                self.hub_config, self.where
+            )
+            return self._lit(cls, image, text, overrides)
+        with open_state_dict(*self.paths) as reader:
+            image = self.architecture(reader)
+            if not image["prefix"]:
+                raise ValueError(
+                    f"{self.paths[0]} is an AIMv2 image trunk without a text "
+                    "tower (no 'image_encoder.' or 'vision_model.' LiT keys); "
+                    "load it with keras_aim.AIMv2Backbone.from_preset."
+                )
+            layout = image["layout"]
+            text = released_aimv2_lit.infer_text_architecture(reader, layout)
+            released_aimv2_lit.check_text_config(
+                self.hub_config, text, self.where
+            )
+            model = self._lit(cls, image, text, overrides)
+            if load_weights:
+                released_aimv2_lit.load_lit_weights(model, reader, layout)
+        return model
+
+    def _lit(self, cls, image, text, overrides):
+        """An `AIMv2LiT` of these architectures (random weights)."""
+        where = f"{self.where} (text_config)"
+        config = released_aimv2_lit.text_config(self.hub_config)
+        heads, _, epsilon = released_aimv2.hub_settings(config, where)
+        _, eos, max_scale = released_aimv2_lit.text_settings(
+            self.hub_config, self.where
+        )
+        tokenizer = None
+        if cls.tokenizer_cls.has_files(self.folder):
+            tokenizer = cls.tokenizer_cls.from_folder(
+                self.folder, text["max_sequence_length"]
+            )
+        if eos is None:
+            eos = tokenizer.end_token_id if tokenizer else None
+        if heads is None:
+            heads = released_aimv2_lit.released_text_heads(text["hidden_dim"])
+        if heads is None:
+            raise ValueError(
+                f"The text tower's head count is not in the tensors: "
+                f"{self.where} must give text_config.num_attention_heads."
+            )
+        if eos is None:
+            eos = released_aimv2_lit.released_eos_token_id()
+        dtype = overrides.get("dtype")
+        image_encoder = self._backbone(
+            cls.image_encoder_cls,
+            image,
+            dict(overrides, name="image_encoder"),
+        )
+        text_encoder = cls.text_encoder_cls(
+            vocabulary_size=text["vocabulary_size"],
+            hidden_dim=text["hidden_dim"],
+            num_layers=text["num_layers"],
+            num_heads=check_num_heads(
+                heads, text["hidden_dim"], "text_config.num_attention_heads"
+            ),
+            intermediate_dim=text["intermediate_dim"],
+            max_sequence_length=text["max_sequence_length"],
+            eos_token_id=eos,
+            layer_norm_epsilon=epsilon or image_encoder.layer_norm_epsilon,
+            dtype=dtype,
+            name="text_encoder",
+        )
+        return cls(
+            image_encoder,
+            text_encoder,
+            projection_dim=text["projection_dim"],
+            max_logit_scale=max_scale or 100.0,
+            image_converter=self.load_image_converter(
+                image_encoder.image_shape
+            ),
+            tokenizer=tokenizer,
+            dtype=dtype,
+        )
 
     def _backbone(self, cls, architecture, kwargs):
         kwargs = dict(kwargs)
@@ -190,16 +278,57 @@ class BuiltinAIMv2Loader(PresetLoader):
         shape = image_shape or self.spec["backbone"]["image_shape"]
         return default_image_converter(shape)
 
+    def load_lit(self, cls, load_weights=True, **kwargs):
+        lit = self.spec.get("lit")
+        if lit is None:
+            names = [n for n, s in PRESETS.items() if "lit" in s]
+            raise ValueError(
+                f"{self.name!r} is an AIMv2 image trunk without a text tower; "
+                f"AIMv2LiT presets: {', '.join(names)}."
+            )
+        overrides = _lit_overrides(cls, kwargs)
+        if load_weights:
+            return self._hub_loader().load_lit(cls, True, **overrides)
+        dtype = overrides.get("dtype")
+        config = dict(self.spec["backbone"])
+        config.update(overrides)
+        image_encoder = cls.image_encoder_cls(**config, name="image_encoder")
+        text_encoder = cls.text_encoder_cls(
+            **lit["text"], dtype=dtype, name="text_encoder"
+        )
+        return cls(
+            image_encoder,
+            text_encoder,
+            projection_dim=lit["projection_dim"],
+            max_logit_scale=lit["max_logit_scale"],
+            image_converter=default_image_converter(image_encoder.image_shape),
+            dtype=dtype,
+        )
+
     def _hub_loader(self):
         folder = download_revision(
-            self.spec["hub_repo"], self.spec["revision"], self.name
+            self.spec["hub_repo"],
+            self.spec["revision"],
+            self.name,
+            TOKENIZER_FILES if "lit" in self.spec else [],
         )
         return AIMv2CheckpointLoader.from_hub_folder(
             folder, num_heads=self.spec["backbone"]["num_heads"]
         )
 
 
-def download_revision(repo_id, revision, what):
+def _lit_overrides(cls, kwargs):
+    """The constructor overrides `AIMv2LiT.from_preset` takes."""
+    extra = sorted(set(kwargs) - set(LIT_OVERRIDES))
+    if extra:
+        raise ValueError(
+            f"{cls.__name__}.from_preset takes the overrides "
+            f"{', '.join(LIT_OVERRIDES)}; got {extra}."
+        )
+    return {k: v for k, v in kwargs.items() if v is not None}
+
+
+def download_revision(repo_id, revision, what, extra_files=()):
     """Downloads one revision of a hub repository; returns its folder."""
     try:
         import huggingface_hub
@@ -207,7 +336,7 @@ def download_revision(repo_id, revision, what):
         return huggingface_hub.snapshot_download(
             repo_id,
             revision=revision,
-            allow_patterns=[HUB_CONFIG_FILE, HUB_WEIGHTS_FILE],
+            allow_patterns=[HUB_CONFIG_FILE, HUB_WEIGHTS_FILE, *extra_files],
         )
     except Exception as error:  # Import, network and hub errors vary.
         raise ValueError(

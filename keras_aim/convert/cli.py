@@ -10,8 +10,9 @@ Usage:
 SOURCE is a folder in the released hub layout (`config.json` +
 `model.safetensors`, as in `apple/aim-600M`, or an AIMv2 one such as
 `apple/aimv2-large-patch14-224`, in the release's or transformers' key
-layout) or a backbone `.pth` file of the `apple/AIM` release, optionally
-with its head `.pth` (`--head`). The
+layout; the LiT folder `apple/aimv2-large-patch14-224-lit` gives an
+`AIMv2LiT` with its tokenizer) or a backbone `.pth` file of the
+`apple/AIM` release, optionally with its head `.pth` (`--head`). The
 architecture is read from the tensors' shapes; the number of heads comes
 from `--num-heads`, the preset name (`--preset aim_600m`) or the hub
 config. The result is a Keras preset folder that
@@ -40,6 +41,7 @@ from keras_aim.models.aim.aim_backbone import AIMBackbone
 from keras_aim.models.aim.aim_image_classifier import AIMImageClassifier
 from keras_aim.models.aimv2 import aimv2_presets
 from keras_aim.models.aimv2.aimv2_backbone import AIMv2Backbone
+from keras_aim.models.aimv2.aimv2_lit import AIMv2LiT
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -229,7 +231,7 @@ def _convert_aimv2(args, source, output):
     if args.head is not None or args.probe_layers is not None:
         raise ValueError(
             "--head and --probe-layers go with AIM classification heads; an "
-            "AIMv2 hub folder holds a trunk only."
+            "AIMv2 hub folder holds no classification head."
         )
     loader = AIMv2CheckpointLoader.from_hub_folder(source)
     with open_state_dict(*loader.paths) as reader:
@@ -257,7 +259,10 @@ def _convert_aimv2(args, source, output):
     )
     if options["image_shape"] is None:
         del options["image_shape"]
-    model = loader.load_backbone(AIMv2Backbone, **options)
+    if inferred["prefix"]:  # A LiT checkpoint: both towers.
+        model = loader.load_lit(AIMv2LiT, **options)
+    else:
+        model = loader.load_backbone(AIMv2Backbone, **options)
     model.save_to_preset(output)
     return model
 
@@ -270,7 +275,8 @@ def main(argv=None):
         model = convert(args)
     except (ValueError, FileNotFoundError, ImportError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
-    backbone = getattr(model, "backbone", model)
+    backbone = getattr(model, "backbone", None)
+    backbone = getattr(model, "image_encoder", backbone) or model
     what = type(model).__name__
     if what == "AIMImageClassifier":
         what += f" (probe_layers={model.probe_layers})"

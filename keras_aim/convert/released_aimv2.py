@@ -28,10 +28,11 @@ import re
 
 import numpy as np
 
+from keras_aim.convert.plans import assign_plan
+from keras_aim.convert.plans import check_plan
 from keras_aim.convert.readers import StateDictReader
 from keras_aim.convert.readers import as_reader
 from keras_aim.convert.released_aim import _conv_kernel
-from keras_aim.convert.released_aim import _numpy_dtype
 from keras_aim.convert.released_aim import _relative_variables
 
 RELEASE = "release"
@@ -258,6 +259,60 @@ _ROOTS = re.compile(
 )
 
 
+def trunk_plan(trunk, layout, prefix, stem=True):
+    """`[(variable, source keys, their shapes, transform)]` of a trunk.
+
+    `trunk` is an `AIMv2Backbone` (`stem=False`: a LiT text tower, whose
+    blocks and final norm are those of the image trunk, without the patch
+    and position embeddings).
+    """
+    variables = _relative_variables(trunk, _ROOTS)
+    if not stem:
+        variables = {
+            k: v
+            for k, v in variables.items()
+            if k.startswith(("block_", "post_trunk_norm"))
+        }
+    names = _names(
+        layout,
+        prefix,
+        trunk.num_layers,
+        "position_embedding/embeddings" in variables,
+    )
+    if not stem:
+        names = {k: v for k, v in names.items() if k in variables}
+    unmapped = [path for path in names if path not in variables]
+    uncovered = [path for path in variables if path not in names]
+    if unmapped or uncovered:
+        raise ValueError(
+            f"{type(trunk).__name__} does not have the AIMv2 variables "
+            f"(no variable at {unmapped}; nothing fills {uncovered}); was it "
+            "built with the keras_aim layer names?"
+        )
+    return [
+        (
+            variables[path],
+            sources,
+            _source_shapes(
+                path, tuple(variables[path].shape), layout, len(sources)
+            ),
+            _transform(path, layout),
+        )
+        for path, sources in names.items()
+    ]
+
+
+def describe(backbone, layout):
+    """How messages name an `AIMv2Backbone` and the layout it is read in."""
+    return (
+        f"{type(backbone).__name__}(hidden_dim={backbone.hidden_dim}, "
+        f"num_layers={backbone.num_layers}, intermediate_dim="
+        f"{backbone.intermediate_dim}, patch_size={backbone.patch_size}, "
+        f"position_embedding={backbone.position_embedding_type!r}) in the "
+        f"{layout!r} layout"
+    )
+
+
 def load_aimv2_weights(backbone, reader, layout, prefix, dtype=None):
     """Assigns an AIMv2 checkpoint to an `AIMv2Backbone`, tensor by tensor.
 
@@ -280,75 +335,14 @@ def load_aimv2_weights(backbone, reader, layout, prefix, dtype=None):
             tensor with NaN or infinite values.
     """
     reader = as_reader(reader)
-    variables = _relative_variables(backbone, _ROOTS)
-    names = _names(
-        layout,
-        prefix,
-        backbone.num_layers,
-        "position_embedding/embeddings" in variables,
+    plan = trunk_plan(backbone, layout, prefix)
+    check_plan(
+        plan,
+        reader,
+        lambda key: bool(prefix) and is_lit_only_key(key, layout),
+        describe(backbone, layout),
     )
-    unmapped = [path for path in names if path not in variables]
-    uncovered = [path for path in variables if path not in names]
-    if unmapped or uncovered:
-        raise ValueError(
-            f"{type(backbone).__name__} does not have the AIMv2 variables "
-            f"(no variable at {unmapped}; nothing fills {uncovered}); was it "
-            "built with the keras_aim layer names?"
-        )
-    keys = list(reader.keys())
-    wanted = {k for sources in names.values() for k in sources}
-    missing = [
-        k for sources in names.values() for k in sources if k not in keys
-    ]
-    unexpected = [
-        k
-        for k in keys
-        if k not in wanted and not (prefix and is_lit_only_key(k, layout))
-    ]
-    wrong = []
-    for path, sources in names.items():
-        shapes = _source_shapes(
-            path, tuple(variables[path].shape), layout, len(sources)
-        )
-        for key, want in zip(sources, shapes):
-            if key in keys and tuple(reader.shape(key)) != want:
-                wrong.append(
-                    f"{key}: expected {want}, got {tuple(reader.shape(key))}"
-                )
-    if missing or unexpected or wrong:
-        lines = [
-            f"The checkpoint {reader.path} does not match "
-            f"{type(backbone).__name__}(hidden_dim={backbone.hidden_dim}, "
-            f"num_layers={backbone.num_layers}, intermediate_dim="
-            f"{backbone.intermediate_dim}, patch_size={backbone.patch_size}, "
-            f"position_embedding={backbone.position_embedding_type!r}) in "
-            f"the {layout!r} layout:"
-        ]
-        if missing:
-            lines.append(f"  missing keys ({len(missing)}): {missing}")
-        if unexpected:
-            lines.append(f"  unexpected keys ({len(unexpected)}): {unexpected}")
-        if wrong:
-            lines.append(f"  wrongly shaped tensors ({len(wrong)}):")
-            lines.extend(f"    {w}" for w in wrong)
-        raise ValueError("\n".join(lines))
-
-    for path, sources in names.items():
-        variable = variables[path]
-        target = _numpy_dtype(variable.dtype if dtype is None else dtype)
-        arrays = []
-        for key in sources:
-            array = reader.get(key, dtype=target)
-            if not np.isfinite(array.astype(np.float32, copy=False)).all():
-                raise ValueError(
-                    f"Tensor {key!r} in {reader.path} holds NaN or infinite "
-                    "values: the checkpoint is damaged."
-                )
-            arrays.append(array)
-        value = _transform(path, layout)(arrays)
-        del arrays
-        variable.assign(np.ascontiguousarray(value.astype(target, copy=False)))
-        del value
+    assign_plan(plan, reader, dtype)
     return backbone
 
 

@@ -29,12 +29,15 @@ class AIMv2TransformerBlock(keras.layers.Layer):
         intermediate_dim: int, width of the SwiGLU hidden layer.
         layer_norm_epsilon: float, the RMSNorm epsilon. Defaults to `1e-5`.
         use_bias: bool, bias on every projection. Defaults to `False`.
+        causal: bool, causal attention (query `i` sees keys `j <= i`), as
+            in the LiT text tower. Defaults to `False` (bidirectional).
         **kwargs: standard `keras.layers.Layer` arguments.
 
     Call arguments:
         x: `(B, N, hidden_dim)` tokens.
         attention_mask: optional boolean `(B, N, N)` mask; `True` where query
-            `i` may attend to key `j`. `None` means bidirectional attention.
+            `i` may attend to key `j`. `None` means bidirectional attention
+            (causal with `causal=True`, which a mask narrows further).
 
     Example:
 
@@ -51,6 +54,7 @@ class AIMv2TransformerBlock(keras.layers.Layer):
         intermediate_dim,
         layer_norm_epsilon=1e-5,
         use_bias=False,
+        causal=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -64,6 +68,7 @@ class AIMv2TransformerBlock(keras.layers.Layer):
         self.intermediate_dim = int(intermediate_dim)
         self.layer_norm_epsilon = float(layer_norm_epsilon)
         self.use_bias = bool(use_bias)
+        self.causal = bool(causal)
 
         def norm(name):
             return keras.layers.RMSNormalization(
@@ -102,11 +107,17 @@ class AIMv2TransformerBlock(keras.layers.Layer):
     def call(self, x, attention_mask=None):
         qkv = self.attn_qkv(self.norm_1(x))
         q, k, v = ops.split(qkv, 3, axis=-1)
+        mask = attention_mask_for_heads(attention_mask)
+        if self.causal:
+            positions = ops.arange(0, ops.shape(x)[1], 1, dtype="int32")
+            causal = positions[None, :] <= positions[:, None]
+            causal = causal[None, None, :, :]
+            mask = causal if mask is None else ops.logical_and(mask, causal)
         attended = ops.dot_product_attention(
             split_heads(q, self.num_heads),
             split_heads(k, self.num_heads),
             split_heads(v, self.num_heads),
-            mask=attention_mask_for_heads(attention_mask),
+            mask=mask,
             flash_attention=flash_attention_setting(),
         )
         x = x + self.attn_proj(merge_heads(attended))
@@ -126,4 +137,6 @@ class AIMv2TransformerBlock(keras.layers.Layer):
             layer_norm_epsilon=self.layer_norm_epsilon,
             use_bias=self.use_bias,
         )
+        if self.causal:
+            config["causal"] = True
         return config

@@ -16,6 +16,7 @@ models over 2 GB), `metadata.json` and, for classifiers with a converter,
 `image_converter.json`.
 """
 
+import copy
 import datetime
 import os
 
@@ -36,6 +37,8 @@ SHARDED_WEIGHTS_FILE = "model.weights.json"
 METADATA_FILE = "metadata.json"
 SHARD_THRESHOLD_BYTES = 2 * 1024**3
 SHARD_SIZE_GB = 2
+# The AIMv2 LiT tokenizer's file (keras_aim.AIMv2Tokenizer).
+TOKENIZER_FILE = "tokenizer.json"
 
 
 class PresetLoader:
@@ -60,6 +63,16 @@ class PresetLoader:
         """An instance of the task class `cls`, built on `cls.backbone_cls`;
         `kwargs` override (`probe_layers`, `num_classes`, ...)."""
         raise NotImplementedError(f"{type(self).__name__} does not load tasks.")
+
+    def load_lit(self, cls, load_weights=True, **kwargs):
+        """An instance of the image-text class `cls` (`AIMv2LiT`), built on
+        `cls.image_encoder_cls` and `cls.text_encoder_cls`, with a
+        `cls.tokenizer_cls` where the preset has tokenizer files."""
+        raise ValueError(
+            f"This preset ({type(self).__name__}) holds no image-text (LiT) "
+            "model; the AIMv2 LiT preset is 'aimv2_large_patch14_224_lit' (or "
+            "a folder of it)."
+        )
 
     def load_image_converter(self, image_shape=None):
         """The evaluation transform that travels with this preset."""
@@ -177,6 +190,36 @@ class KerasPresetLoader(PresetLoader):
     def load_image_converter(self, image_shape=None):
         return load_image_converter(self.folder)
 
+    def load_lit(self, cls, load_weights=True, **kwargs):
+        saved = self._saved_class()
+        if not issubclass(saved, cls):
+            raise ValueError(
+                f"{self.folder!r} holds a {saved.__name__}, not an "
+                f"{cls.__name__}; load it with keras_aim.{saved.__name__}"
+                ".from_preset."
+            )
+        kwargs = dict(kwargs)
+        image_shape = kwargs.pop("image_shape", None)
+        dtype = kwargs.pop("dtype", None)
+        if kwargs:
+            raise ValueError(
+                f"{cls.__name__}.from_preset takes the overrides image_shape "
+                f"and dtype; got {sorted(kwargs)}."
+            )
+        config = copy.deepcopy(self.inner)
+        if image_shape is not None:
+            config["image_encoder"]["config"]["image_shape"] = image_shape
+        if dtype is not None:
+            for key in ("image_encoder", "text_encoder"):
+                config[key]["config"]["dtype"] = dtype
+            config["dtype"] = dtype
+        model = cls.from_config(config)
+        if load_weights:
+            self._load_weights(model)
+        if cls.tokenizer_cls.has_files(self.folder):
+            model.tokenizer = cls.tokenizer_cls.from_folder(self.folder)
+        return model
+
     def _saved_class(self):
         name = self.config.get("registered_name")
         cls = keras.saving.get_registered_object(name) if name else None
@@ -248,6 +291,9 @@ def save_preset(model, preset_dir):
         converter = getattr(model, "image_converter", None)
         if converter is not None:
             converter.save_to_preset(folder)
+        tokenizer = getattr(model, "tokenizer", None)
+        if tokenizer is not None:
+            tokenizer.save_to_preset(folder)
         metadata = {
             "keras_aim_version": __version__,
             "keras_version": keras.__version__,
@@ -278,9 +324,8 @@ def check_preset_target(preset_dir):
 
 
 def _preset_file(name):
-    return name in (CONFIG_FILE, METADATA_FILE, IMAGE_CONVERTER_FILE) or (
-        name.startswith("model") and ".weights." in name
-    )
+    files = (CONFIG_FILE, METADATA_FILE, IMAGE_CONVERTER_FILE, TOKENIZER_FILE)
+    return name in files or (name.startswith("model") and ".weights." in name)
 
 
 def _variable_bytes(variable):

@@ -10,8 +10,8 @@ repository, the hub revision the release pins (`aim-v2/aim/v2/utils.py`,
 `MODELS`) and the frozen-trunk ImageNet-1k top-1 of the release's README
 (`None` where it gives none). `aimv2_large_patch14_224_lit` is the image
 tower of the LiT checkpoint (its trunk; the attention-pool head, the
-projection and the text tower belong to the LiT model). This module
-imports nothing.
+projection and the text tower belong to the LiT model, whose sizes are
+under its `"lit"` key). This module imports nothing.
 """
 
 PRESETS = {
@@ -280,6 +280,23 @@ PRESETS = {
             "AIMv2-Large image tower after LiT tuning (zero-shot IN-1k "
             "77.0 with its text tower)"
         ),
+        # The whole LiT model (keras_aim.AIMv2LiT): `backbone` above is its
+        # image trunk; the attention-pool head has the trunk's 8 heads.
+        "lit": {
+            "text": {
+                "vocabulary_size": 49408,
+                "hidden_dim": 768,
+                "num_layers": 12,
+                "num_heads": 6,
+                "intermediate_dim": 2048,
+                "max_sequence_length": 77,
+                "eos_token_id": 49407,
+            },
+            "projection_dim": 768,
+            "max_logit_scale": 100.0,
+            "parameter_count": 436_680_193,
+            "zero_shot_top1": 77.0,
+        },
     },
 }
 DEFAULT_IMAGE_SHAPE = (224, 224, 3)
@@ -329,3 +346,50 @@ def parameter_count(
     patch = patch_size * patch_size * channels * width + width + width
     block = 4 * width * width + 3 * width * intermediate_dim + 2 * width
     return patch + num_positions * width + num_layers * block + width
+
+
+def text_parameter_count(
+    vocabulary_size,
+    hidden_dim,
+    num_layers,
+    intermediate_dim,
+    max_sequence_length,
+    **unused,
+):
+    """The exact parameter count of a LiT text tower, from its config:
+    token and position tables, the blocks and the final RMSNorm.
+
+    Example:
+
+    >>> text_parameter_count(
+    ...     **PRESETS["aimv2_large_patch14_224_lit"]["lit"]["text"])
+    122958336
+    """
+    del unused
+    width = hidden_dim
+    block = 4 * width * width + 3 * width * intermediate_dim + 2 * width
+    tables = (vocabulary_size + max_sequence_length) * width
+    return tables + num_layers * block + width
+
+
+def lit_parameter_count(backbone, text, projection_dim):
+    """The exact parameter count of an AIMv2 LiT model: the image trunk,
+    its attention-pool head (query, key, value, output with bias), the
+    text tower, both projections (no bias) and the temperature.
+
+    Example:
+
+    >>> spec = PRESETS["aimv2_large_patch14_224_lit"]
+    >>> lit_parameter_count(spec["backbone"], spec["lit"]["text"], 768)
+    436680193
+    """
+    width = backbone["hidden_dim"]
+    head = width + 3 * width * width + width
+    projections = (width + text["hidden_dim"]) * projection_dim
+    return (
+        parameter_count(**backbone)
+        + head
+        + text_parameter_count(**text)
+        + projections
+        + 1
+    )
