@@ -122,6 +122,7 @@ def test_bad_arguments_are_refused():
 # --- The model ---------------------------------------------------------------
 
 
+@pytest.mark.large(backend="torch")
 def test_shapes_any_size_and_features(tiny):
     x = images((2, 28, 28, 3))
     assert tuple(tiny(x).shape) == (2, 49, 48)
@@ -243,6 +244,7 @@ def test_lora_covers_the_swiglu_projections(tmp_path):
     assert twin.lora_config == backbone.lora_config
 
 
+@pytest.mark.large(backend="torch")
 def test_quantize_int8_keeps_outputs_close(tiny):
     backbone = keras_aim.AIMv2Backbone(**TINY)
     backbone.set_weights(tiny.get_weights())

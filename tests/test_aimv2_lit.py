@@ -134,6 +134,7 @@ def test_lit_layers_harness(tmp_path):
     )
 
 
+@pytest.mark.large(backend="torch")
 def test_causal_text_tower_pools_at_the_first_end_token(vocabulary):
     text = lit_ref.TEXT
     eos = eos_id(vocabulary)

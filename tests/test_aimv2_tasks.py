@@ -67,6 +67,7 @@ def test_a_builtin_name_has_no_released_classification_head():
         keras_aim.AIMImageClassifier.from_preset("aimv2_large_patch14_224")
 
 
+@pytest.mark.large(backend="torch")
 def test_pretrainer_fit_step_on_an_aimv2_trunk():
     keras.utils.set_random_seed(0)
     backbone = keras_aim.AIMv2Backbone(**TINY)
@@ -174,6 +175,7 @@ def test_the_examples_take_an_aimv2_preset_folder(v2_preset, tmp_path):
     assert manifest["input_signature"][0]["shape"] == [None, 16, 16, 3]
 
 
+@pytest.mark.large(backend="torch")
 def test_the_recipe_does_not_decay_rmsnorm_scales_or_the_table():
     from keras_aim.optimizers.pretraining import PretrainingAdamW
 

@@ -217,6 +217,7 @@ JSON_VALUES = st.recursive(
         max_size=3,
     )
 )
+@pytest.mark.large(backend="torch")
 def test_hub_config_json_fuzz(tmp_path_factory, changes):
     from tests import reference as ref
 

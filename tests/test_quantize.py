@@ -212,6 +212,7 @@ def test_quantizing_twice_is_refused():
         backbone.quantize("int4")
 
 
+@pytest.mark.large(backend="torch")
 def test_filters_select_projections():
     backbone = make_classifier().backbone
     backbone.quantize("int8", filters="mlp_")

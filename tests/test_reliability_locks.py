@@ -203,6 +203,7 @@ def tiny_folder(tmp_path_factory):
 
 
 @pytest.mark.parametrize("fails", [False, True])
+@pytest.mark.large(backend="torch")
 def test_the_probe_cache_is_in_the_run_folder_and_gone_after(
     preset, tiny_folder, tmp_path, monkeypatch, fails
 ):

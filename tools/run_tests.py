@@ -61,7 +61,7 @@ def start_backend(backend, workers, options, fast_xla, log):
     return header, process
 
 
-def finish_backend(header, process, log, start):
+def finish_backend(backend, header, process, log, start):
     """Waits for a session; prints its output; returns its results."""
     code = process.wait()
     seconds = time.time() - start
@@ -76,6 +76,14 @@ def finish_backend(header, process, log, start):
         key = "errors" if kind.startswith("error") else kind
         if key in counts:
             counts[key] += int(number)
+    if code != 0 and counts["failed"] + counts["errors"] == 0:
+        # The session died before its summary (a signal, a crash in native
+        # code): that is a failure even though no test was counted as one.
+        counts["errors"] += 1
+        print(
+            f"\n!!!!! the {backend} session ended with status {code} "
+            "before its summary"
+        )
     return code, counts, seconds
 
 
@@ -102,7 +110,9 @@ def run_backends(backends, workers, options, fast_xla, concurrent):
             )
         for backend, log, header, process, start in started:
             with log:
-                results[backend] = finish_backend(header, process, log, start)
+                results[backend] = finish_backend(
+                    backend, header, process, log, start
+                )
         return results
     for backend in backends:
         with tempfile.TemporaryFile() as log:
@@ -111,7 +121,7 @@ def run_backends(backends, workers, options, fast_xla, concurrent):
                 backend, workers, options, fast_xla, log
             )
             print(header, end="", flush=True)
-            results[backend] = finish_backend("", process, log, start)
+            results[backend] = finish_backend(backend, "", process, log, start)
     return results
 
 
