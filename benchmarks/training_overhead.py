@@ -12,7 +12,9 @@ same number of steps on the same data, each in a fresh process:
 The arms alternate (bare, loop, then loop, bare, ...) and repeat; the table
 gives the median wall time of each (model build and compilation included
 in both) and their ratio. Each worker also counts the device-to-host
-conversions Keras makes (`keras.src.backend.convert_to_numpy`) per step.
+conversions Keras makes (`keras.src.backend.convert_to_numpy`) per step
+and, after the timed part, records the attention kernel that ran in a
+training step (`attention_kernel.py`).
 
     python benchmarks/training_overhead.py --steps=100 --repeats=2
 """
@@ -27,6 +29,9 @@ import time
 
 from absl import app
 from absl import flags
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import attention_kernel  # noqa: E402
 
 
 def define_flags():
@@ -113,6 +118,18 @@ def worker(arm):
         loss = result.losses[max(result.losses)]
     keras_backend.convert_to_numpy = original
     seconds = time.perf_counter() - begin
+    # What ran, read from the run after the timed part (one more step).
+    images = next(iter(dataset))
+    images = keras_backend.convert_to_numpy(
+        images[0] if isinstance(images, tuple) else images
+    )
+    kernel = attention_kernel.detect_model(
+        pretrainer,
+        images,
+        masked=True,
+        training=True,
+        call=lambda: pretrainer.train_on_batch(images),
+    )
     print(
         json.dumps(
             {
@@ -120,6 +137,7 @@ def worker(arm):
                 "seconds": seconds,
                 "loss": float(loss),
                 "conversions_per_step": len(conversions) / FLAGS.steps,
+                "attention_kernel": kernel,
             }
         )
     )
@@ -179,6 +197,7 @@ def main(argv):
             "ratio": loop / bare,
             "ratio_fastest": fastest,
             "conversions_per_step": {"bare": bare_c, "loop": loop_c},
+            "attention_kernel": runs["loop"][0]["attention_kernel"],
             "runs": runs,
         }
         rows.append(

@@ -47,6 +47,8 @@ def test_training_overhead_smoke(tmp_path):
     runs = result["runs"]
     assert len(runs["bare"]) == len(runs["loop"]) == 1
     assert set(result["conversions_per_step"]) == {"bare", "loop"}
+    kernel = result["attention_kernel"]
+    assert kernel["ran"] and kernel["backend"] == backend and kernel["masked"]
 
 
 @pytest.mark.large(backend="jax")
