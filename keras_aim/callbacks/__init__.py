@@ -11,10 +11,13 @@ keyed by the optimizer step.
 - `StepLogger` (`step_logger.py`): `log.csv`, TensorBoard, progress.
 - `RunCheckpoint` (`run_checkpoint.py`): checkpoints, the NaN stop.
 - `ReconstructionGrid` (`reconstruction_grid.py`): next-patch figures.
+- `KNNMonitor` (`knn_monitor.py`): k-NN top-1 of held-out data, in
+  `knn.csv`.
 """
 
+from keras_aim.callbacks.knn_monitor import KNNMonitor
 from keras_aim.callbacks.reconstruction_grid import ReconstructionGrid
 from keras_aim.callbacks.run_checkpoint import RunCheckpoint
 from keras_aim.callbacks.step_logger import StepLogger
 
-__all__ = ["ReconstructionGrid", "RunCheckpoint", "StepLogger"]
+__all__ = ["KNNMonitor", "ReconstructionGrid", "RunCheckpoint", "StepLogger"]

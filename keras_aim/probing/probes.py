@@ -178,16 +178,11 @@ def pixel_baseline(source, image_size, seed=0):
     The honest baseline for small-scale probes: what the pixels alone give.
     Needs scikit-learn; built-in and in-memory sets only.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
     from keras_aim.data.labelled import labelled_images
+    from keras_aim.probing.label_efficiency import logistic_regression_scores
 
     train = labelled_images(source, "train", image_size=image_size, seed=seed)
     test = labelled_images(source, "test", image_size=image_size, seed=seed)
     (x, y), (tx, ty) = train.to_arrays(), test.to_arrays()
-    scaler = StandardScaler().fit(x.reshape(len(x), -1))
-    model = LogisticRegression(max_iter=2000, C=0.1)
-    model.fit(scaler.transform(x.reshape(len(x), -1)), y)
-    predictions = model.predict(scaler.transform(tx.reshape(len(tx), -1)))
-    return float(np.mean(predictions == ty))
+    scores = logistic_regression_scores(x, y, tx, train.num_classes)
+    return float(np.mean(np.argmax(scores, axis=-1) == ty))
