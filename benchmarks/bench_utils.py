@@ -93,9 +93,57 @@ def environment():
     return {
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
+        "cpu": cpu_info(),
+        "load_average": list(os.getloadavg()),
         "versions": versions,
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
+
+
+# The CPU features that decide bfloat16 speed: native bfloat16 dot
+# products (AVX-512 BF16) and tile matrix units (AMX), against AVX2 only.
+CPU_FLAGS = (
+    "avx2",
+    "avx512f",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+)
+
+
+def cpu_info(path="/proc/cpuinfo"):
+    """The CPU's model name and which of `CPU_FLAGS` it has."""
+    model, present = platform_processor(), set()
+    try:
+        with open(path) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and value.strip():
+                    model = value.strip()
+                elif key == "flags":
+                    present = set(value.split())
+                if key == "" and present:
+                    break  # the first processor is enough
+    except OSError:
+        pass
+    flags = {name: name in present for name in CPU_FLAGS}
+    return {
+        "model": model,
+        "flags": flags,
+        "native_bfloat16": flags["avx512_bf16"] or flags["amx_bf16"],
+        # oneDNN's ISA cap, when set, decides whether AMX can be used.
+        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA")
+        or os.environ.get("DNNL_MAX_CPU_ISA"),
+    }
+
+
+def platform_processor():
+    import platform
+
+    return platform.processor() or platform.machine()
 
 
 def table(header, rows):

@@ -21,8 +21,13 @@ per-sample prefix mask against the plain softmax path written with
 `keras.ops`, jitted (`jax.jit`, `tf.function(jit_compile=True)`) or eager
 on torch, and their largest output difference.
 
-Also reported: each worker's peak resident memory. Results: a Markdown
-table on stdout and `--output` (JSON).
+Also reported: the attention kernel that ran in every row and in the
+micro-benchmark (`attention_kernel.py`: torch profiler op names, jax
+compiled-HLO custom calls, tensorflow graph ops), bfloat16's speed-up over
+float32 for the same contender, each worker's peak resident memory, and
+the CPU's model and bfloat16 instructions (AVX-512 BF16, AMX) in the
+JSON's `environment`. Results: a Markdown table on stdout and `--output`
+(JSON).
 """
 
 import json
@@ -33,6 +38,7 @@ from absl import app
 from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import attention_kernel  # noqa: E402
 import bench_utils  # noqa: E402
 
 
@@ -131,6 +137,15 @@ def keras_worker(arch, batches, dtype):
         model.set_weights(weights)
         got = model.predict_on_batch(_images(batches[0], FLAGS.image_size))
         result["difference_to_float32"] = _relative_difference(got, reference)
+    # What ran (read from the run: profiler ops, compiled HLO, graph ops);
+    # on torch the profiled call is an extra untimed predict_on_batch.
+    first = _images(batches[0], FLAGS.image_size)
+    result["attention_kernel"] = attention_kernel.detect_model(
+        model,
+        first,
+        masked=False,
+        call=lambda: model.predict_on_batch(first),
+    )
     for batch in batches:
         x = _images(batch, FLAGS.image_size)
         median, times = bench_utils.timed(
@@ -163,12 +178,22 @@ def torch_worker(arch, batches, dtype):
             got = model(x.to(torch.bfloat16)).float().numpy()
         result["difference_to_float32"] = _relative_difference(got, reference)
     kind = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
-    for batch in batches:
+    for index, batch in enumerate(batches):
         x = torch.from_numpy(_images(batch, FLAGS.image_size, True)).to(kind)
 
         def forward(x=x):
             with torch.inference_mode():
                 return model(x).float().numpy()
+
+        if index == 0:
+            ops, names = attention_kernel.torch_ops(forward)
+            result["attention_kernel"] = {
+                "backend": "torch",
+                "dtype": dtype,
+                "masked": False,
+                "ran": attention_kernel.torch_kernel_name(ops, names),
+                "ops": ops,
+            }
 
         median, times = bench_utils.timed(forward, FLAGS.warmup, FLAGS.repeats)
         result["times"][str(batch)] = {"median": median, "all": times}
@@ -196,9 +221,11 @@ def attention_worker(arch):
     )
     mask = mask[:, None]  # (B, 1, N, N)
 
+    setting = attention_kernel.flash_setting()  # what the layers pass
+
     def fused(q, k, v, mask):
         return ops.dot_product_attention(
-            q, k, v, mask=mask, flash_attention=False
+            q, k, v, mask=mask, flash_attention=setting
         )
 
     def plain(q, k, v, mask):
@@ -236,6 +263,8 @@ def attention_worker(arch):
     result["max_difference"] = float(
         np.max(np.abs(outputs["fused"] - outputs["plain"]))
     )
+    # What the fused call ran (keras_aim's layers pass the same arguments).
+    result["attention_kernel"] = attention_kernel.detect_call(*inputs)
     return result
 
 
@@ -295,6 +324,7 @@ def main(argv):
     flops = trunk_forward_flops(
         FLAGS.image_size, arch["patch"], arch["width"], arch["depth"]
     )
+    cpu = bench_utils.cpu_info()
     rows, results = [], []
     for dtype in FLAGS.dtypes:
         for batch in FLAGS.batch_sizes:
@@ -307,6 +337,9 @@ def main(argv):
             for name, backend in contenders:
                 key = f"{name}:{backend or 'torch'}:{dtype}"
                 seconds = best(key)
+                full = f"{name}:{backend or 'torch'}:float32"
+                speedup = best(full) / seconds if full in runs else None
+                kernel = runs[key][0].get("attention_kernel") or {}
                 achieved = flops * int(batch) / seconds
                 difference = runs[key][0].get("difference_to_float32")
                 entry = {
@@ -318,7 +351,9 @@ def main(argv):
                     "images_per_second": int(batch) / seconds,
                     "ratio_to_torch_plain": seconds / peer,
                     "fraction_of_matmul_peak": achieved / peaks[dtype],
+                    "speedup_over_float32": speedup,
                     "difference_to_float32": difference,
+                    "attention_kernel": kernel,
                     "peak_rss_bytes": max(
                         r["peak_rss_bytes"] for r in runs[key]
                     ),
@@ -334,6 +369,8 @@ def main(argv):
                         f"{entry['images_per_second']:.2f}",
                         f"{entry['ratio_to_torch_plain']:.2f}",
                         f"{100 * entry['fraction_of_matmul_peak']:.0f}%",
+                        "" if speedup is None else f"{speedup:.2f}",
+                        kernel.get("ran", ""),
                         "" if difference is None else f"{difference:.1e}",
                         f"{entry['peak_rss_bytes'] / 1e9:.2f}",
                     ]
@@ -347,6 +384,8 @@ def main(argv):
         "images/s",
         "time / plain torch",
         "of matmul peak",
+        "float32 time / this",
+        "attention",
         "rel. diff to f32",
         "peak RSS (GB)",
     ]
@@ -354,7 +393,9 @@ def main(argv):
         f"Trunk {arch} at {FLAGS.image_size}px, {flops / 1e9:.1f} GFLOP/image; "
         "matmul peak "
         + ", ".join(f"{d} {p / 1e9:.0f} GFLOP/s" for d, p in peaks.items())
-        + f"; fastest of {FLAGS.rounds} rounds, median of {FLAGS.repeats}.\n"
+        + f"; fastest of {FLAGS.rounds} rounds, median of {FLAGS.repeats}."
+        + f"\nCPU: {cpu['model']}; native bfloat16: {cpu['native_bfloat16']} "
+        + f"({', '.join(n for n, on in cpu['flags'].items() if on)}).\n"
     )
     print(bench_utils.table(header, rows))
     attention = {}
@@ -369,6 +410,7 @@ def main(argv):
             attention_rows.append(
                 [
                     backend,
+                    result["attention_kernel"]["ran"],
                     f"{fused * 1e3:.1f}",
                     f"{plain * 1e3:.1f}",
                     f"{plain / fused:.2f}",
@@ -383,6 +425,7 @@ def main(argv):
             bench_utils.table(
                 [
                     "backend",
+                    "fused kernel",
                     "fused (ms)",
                     "plain softmax (ms)",
                     "plain / fused",

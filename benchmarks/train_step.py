@@ -22,9 +22,18 @@ jax) and `keras_adamw` (`keras.optimizers.AdamW`, on torch). Configs:
     main  the main job's micro model: width 128, 4 blocks, 4 heads, 16x16,
           patch 4, pixel head 256 x 2, batch 128
 
+Each contender runs under every dtype policy of `--policies`: `float32`
+and `mixed_bfloat16` (keras_aim: Keras' global policy, float32 weights and
+optimizer, bfloat16 compute; the peer: `torch.autocast("cpu", bfloat16)`
+around the forward pass and loss); the ablations run in float32 only.
+
 Reports the median step time after warm-up (fastest round), steps/s, the
-ratio to plain PyTorch eager and each worker's peak resident memory; a
-Markdown table on stdout and `--output` (JSON).
+ratio to plain PyTorch eager under the same policy, the speed-up over the
+same contender's float32 step, the attention kernel that ran (read from the
+run by `attention_kernel.py`; on torch from the profiled first warm-up
+step), each worker's peak resident memory and, in the JSON's
+`environment`, the CPU's model and bfloat16 instructions; a Markdown table
+on stdout and `--output` (JSON).
 """
 
 import json
@@ -35,6 +44,7 @@ from absl import app
 from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import attention_kernel  # noqa: E402
 import bench_utils  # noqa: E402
 
 CONFIGS = {
@@ -83,6 +93,12 @@ def define_flags():
     flags.DEFINE_integer("steps", 5, "Timed steps (median reported).")
     flags.DEFINE_integer("rounds", 2, "Interleaved rounds of every contender.")
     flags.DEFINE_integer("threads", 0, "Threads (0: every core).")
+    flags.DEFINE_list(
+        "policies",
+        ["float32", "mixed_bfloat16"],
+        "Dtype policies: keras_aim's global policy; the peer runs the same "
+        "under torch.autocast(bfloat16).",
+    )
     flags.DEFINE_bool("compile", True, "Also time torch.compile of the peer.")
     flags.DEFINE_bool(
         "ablations",
@@ -92,6 +108,7 @@ def define_flags():
     flags.DEFINE_string("output", "benchmarks/results/train_step.json", "JSON.")
     flags.DEFINE_string("worker", None, "Internal: run one contender.")
     flags.DEFINE_string("config", "mid", "Internal: the worker's config.")
+    flags.DEFINE_string("policy", "float32", "Internal: the worker's policy.")
 
 
 FLAGS = flags.FLAGS
@@ -110,6 +127,7 @@ def keras_worker(c, ablation=None):
 
     import keras_aim
 
+    keras.config.set_dtype_policy(FLAGS.policy)
     if keras.backend.backend() == "torch" and FLAGS.threads:
         import torch
 
@@ -144,9 +162,20 @@ def keras_worker(c, ablation=None):
         )
     )
     x = _images(c)
-    return bench_utils.timed(
-        lambda: pretrainer.train_on_batch(x), FLAGS.warmup, FLAGS.steps
+    # What ran, read from the run (on torch: the profiled first step,
+    # which counts as a warm-up step).
+    kernel = attention_kernel.detect_model(
+        pretrainer,
+        x,
+        masked=pretrainer.attention != "causal",
+        training=True,
+        call=lambda: pretrainer.train_on_batch(x),
     )
+    warmup = FLAGS.warmup - (keras.backend.backend() == "torch")
+    median, times = bench_utils.timed(
+        lambda: pretrainer.train_on_batch(x), max(warmup, 0), FLAGS.steps
+    )
+    return median, times, kernel
 
 
 def torch_worker(c, compiled):
@@ -169,6 +198,17 @@ def torch_worker(c, compiled):
         model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.05
     )
     loss_fn = torch.compile(model.loss) if compiled else model.loss
+    if FLAGS.policy == "mixed_bfloat16":
+        # Keras' mixed_bfloat16 for the peer: float32 weights and optimizer,
+        # bfloat16 compute.
+        inner = loss_fn
+
+        def loss_fn(images, prefix):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return inner(images, prefix)
+
+    elif FLAGS.policy != "float32":
+        raise ValueError(f"Unknown --policy {FLAGS.policy!r}.")
     x = torch.from_numpy(_images(c, channels_first=True))
     tokens = (c["image"] // c["patch"]) ** 2
     generator = torch.Generator().manual_seed(0)
@@ -181,17 +221,28 @@ def torch_worker(c, compiled):
         optimizer.step()
         return float(loss)
 
-    return bench_utils.timed(step, FLAGS.warmup, FLAGS.steps)
+    ops, names = attention_kernel.torch_ops(step)  # one warm-up step
+    kernel = {
+        "backend": "torch",
+        "dtype": "bfloat16" if FLAGS.policy != "float32" else "float32",
+        "masked": True,
+        "ran": attention_kernel.torch_kernel_name(ops, names),
+        "ops": ops,
+    }
+    median, times = bench_utils.timed(
+        step, max(FLAGS.warmup - 1, 0), FLAGS.steps
+    )
+    return median, times, kernel
 
 
 def worker(name):
     c = CONFIGS[FLAGS.config]
     if name == "keras_aim":
-        median, times = keras_worker(c)
+        median, times, kernel = keras_worker(c)
     elif name in ABLATIONS:
-        median, times = keras_worker(c, ablation=name)
+        median, times, kernel = keras_worker(c, ablation=name)
     elif name in ("torch_eager", "torch_compile"):
-        median, times = torch_worker(c, name == "torch_compile")
+        median, times, kernel = torch_worker(c, name == "torch_compile")
     else:
         raise ValueError(f"Unknown worker {name!r}.")
     print(
@@ -199,6 +250,7 @@ def worker(name):
             {
                 "median": median,
                 "all": times,
+                "attention_kernel": kernel,
                 "peak_rss_bytes": bench_utils.peak_rss_bytes(),
             }
         )
@@ -213,6 +265,11 @@ def main(argv):
     if unknown:
         raise app.UsageError(
             f"Unknown --configs {unknown}; of {list(CONFIGS)}."
+        )
+    policies = {"float32", "mixed_bfloat16"}
+    if not set(FLAGS.policies) <= policies:
+        raise app.UsageError(
+            f"Unknown --policies {FLAGS.policies}; of {sorted(policies)}."
         )
     script = os.path.abspath(__file__)
     contenders = [("torch_eager", None)]
@@ -230,50 +287,82 @@ def main(argv):
         f"--steps={FLAGS.steps}",
         f"--threads={FLAGS.threads}",
     ]
+
+    def plan(policy):
+        # The ablations compare fast paths, once, in float32.
+        if policy == "float32":
+            return contenders
+        return [c for c in contenders if c[0] not in ABLATIONS]
+
     runs = {}
     for _ in range(FLAGS.rounds):
         for config in FLAGS.configs:
-            for name, backend in contenders:
-                key = f"{config}:{name}:{backend or 'torch'}"
-                args = [f"--worker={name}", f"--config={config}", *passthrough]
-                runs.setdefault(key, []).append(
-                    bench_utils.run_worker(script, backend, args)
-                )
-                print(f"done {key}", file=sys.stderr)
+            for policy in FLAGS.policies:
+                for name, backend in plan(policy):
+                    key = f"{config}:{policy}:{name}:{backend or 'torch'}"
+                    args = [
+                        f"--worker={name}",
+                        f"--config={config}",
+                        f"--policy={policy}",
+                        *passthrough,
+                    ]
+                    runs.setdefault(key, []).append(
+                        bench_utils.run_worker(script, backend, args)
+                    )
+                    print(f"done {key}", file=sys.stderr)
+
+    def best(config, policy, name, backend):
+        key = f"{config}:{policy}:{name}:{backend or 'torch'}"
+        return min(r["median"] for r in runs[key]) if key in runs else None
+
     rows, results = [], []
     for config in FLAGS.configs:
-        peer = min(r["median"] for r in runs[f"{config}:torch_eager:torch"])
-        for name, backend in contenders:
-            key = f"{config}:{name}:{backend or 'torch'}"
-            seconds = min(r["median"] for r in runs[key])
-            rss = max(r["peak_rss_bytes"] for r in runs[key])
-            entry = {
-                "config": config,
-                "contender": name,
-                "backend": backend or "torch",
-                "seconds": seconds,
-                "steps_per_second": 1 / seconds,
-                "ratio_to_torch_eager": seconds / peer,
-                "peak_rss_bytes": rss,
-            }
-            results.append(entry)
-            rows.append(
-                [
-                    config,
-                    name,
-                    entry["backend"],
-                    f"{seconds:.4f}",
-                    f"{1 / seconds:.2f}",
-                    f"{seconds / peer:.2f}",
-                    f"{rss / 1e9:.2f}",
-                ]
-            )
+        for policy in FLAGS.policies:
+            peer = best(config, policy, "torch_eager", None)
+            for name, backend in plan(policy):
+                key = f"{config}:{policy}:{name}:{backend or 'torch'}"
+                seconds = best(config, policy, name, backend)
+                full = best(config, "float32", name, backend)
+                speedup = full / seconds if full else None
+                rss = max(r["peak_rss_bytes"] for r in runs[key])
+                kernel = runs[key][0].get("attention_kernel") or {}
+                entry = {
+                    "config": config,
+                    "policy": policy,
+                    "contender": name,
+                    "backend": backend or "torch",
+                    "seconds": seconds,
+                    "steps_per_second": 1 / seconds,
+                    "ratio_to_torch_eager": seconds / peer,
+                    "speedup_over_float32": speedup,
+                    "attention_kernel": kernel,
+                    "peak_rss_bytes": rss,
+                }
+                results.append(entry)
+                rows.append(
+                    [
+                        config,
+                        name,
+                        entry["backend"],
+                        policy,
+                        f"{seconds:.4f}",
+                        f"{1 / seconds:.2f}",
+                        f"{seconds / peer:.2f}",
+                        "" if speedup is None else f"{speedup:.2f}",
+                        kernel.get("ran", ""),
+                        f"{rss / 1e9:.2f}",
+                    ]
+                )
+    cpu = bench_utils.cpu_info()
     print(
         f"Fastest of {FLAGS.rounds} rounds, median of {FLAGS.steps} steps "
-        f"after {FLAGS.warmup} warm-up steps.\n"
+        f"after {FLAGS.warmup} warm-up steps. CPU: {cpu['model']}; native "
+        f"bfloat16: {cpu['native_bfloat16']} "
+        f"({', '.join(n for n, on in cpu['flags'].items() if on)}).\n"
     )
-    header = ["config", "contender", "backend", "s/step", "steps/s"]
-    header += ["time / torch eager", "peak RSS (GB)"]
+    header = ["config", "contender", "backend", "policy", "s/step", "steps/s"]
+    header += ["time / torch eager", "float32 time / this", "attention"]
+    header += ["peak RSS (GB)"]
     print(bench_utils.table(header, rows))
     bench_utils.write_json(
         FLAGS.output,

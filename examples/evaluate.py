@@ -7,10 +7,15 @@ The release's ImageNet protocol: images go through the classifier's own
 converter (for the released presets: short side 256, bicubic, centre crop
 224, ImageNet mean and std) and the released head (`--probe_layers=best`
 or `last`). A folder without `train/`/`val/` sub-folders is evaluated
-whole, its sorted class folders being labels 0..C-1 (the ImageNet order
-for a validation folder in the ImageNet layout). Published top-1 (best /
-last): 79.4 / 78.5 (aim_600m), 82.3 / 80.6 (1b), 83.3 / 82.2 (3b),
-84.0 / 82.4 (7b).
+whole. Labels follow the classifier's saved class names (`probe.py` and
+`finetune.py` save them): each class sub-folder is labelled by its name,
+an empty one is a class without images, and a sub-folder the classifier
+does not know (or a class without a sub-folder) exits 2. A classifier
+without saved names (the released ones) takes the sorted class folders as
+labels 0..C-1 (the ImageNet order for a validation folder in the ImageNet
+layout), and only when that is unambiguous: exactly C class folders, none
+of them empty. Published top-1 (best / last): 79.4 / 78.5 (aim_600m),
+82.3 / 80.6 (1b), 83.3 / 82.2 (3b), 84.0 / 82.4 (7b).
 
 Writes `metrics.json` (`top1`, `top5`, `num_test`) and `confusion.png`.
 """
@@ -23,6 +28,39 @@ import example_utils  # noqa: E402
 import scaffold  # noqa: E402
 
 
+def check_unnamed(test, classifier, preset, dataset):
+    """The rule for a classifier without saved class names: a folder's
+    sorted class folders are its labels only if there are exactly as many
+    as it has classes, none of them empty; other sources keep their own
+    labels, which must be in range."""
+    count = classifier.num_classes
+    if test.files is None:
+        if test.num_classes > count:
+            raise ValueError(
+                f"{dataset!r} has {test.num_classes} classes but the "
+                f"classifier {preset!r} has {count}; labels would be out "
+                "of range."
+            )
+        return
+    if test.num_classes == count and not test.empty_classes:
+        return
+    empty = ""
+    if test.empty_classes:
+        empty = (
+            f" and {len(test.empty_classes)} without images "
+            f"({test.empty_classes[:3]})"
+        )
+    raise ValueError(
+        f"The classifier {preset!r} saves no class names, so the sorted "
+        f"class folders of {dataset!r} would be its labels 0..{count - 1}; "
+        f"but the folder has {test.num_classes} class folders with "
+        f"images{empty}, not {count}: the labels would be shifted. Save the "
+        "classifier with its class names (probe.py and finetune.py do) or "
+        "give a folder with exactly its classes."
+    )
+
+
+@scaffold.writes({"metrics.json": "file", "confusion.png": "file"})
 def run(
     preset,
     dataset="digits",
@@ -47,13 +85,12 @@ def run(
         classifier.backbone.image_shape
     )
     split = example_utils.split_for(dataset, split)
-    test = data.labelled_images(dataset, split, image_converter=converter)
-    if test.num_classes > classifier.num_classes:
-        raise ValueError(
-            f"{dataset!r} has {test.num_classes} classes but the classifier "
-            f"{preset!r} has {classifier.num_classes}; labels would be out "
-            "of range."
-        )
+    names = classifier.class_names
+    test = data.labelled_images(
+        dataset, split, image_converter=converter, class_names=names
+    )
+    if names is None:
+        check_unnamed(test, classifier, preset, dataset)
     logits, labels = probing.predict_logits(
         classifier, test, batch_size, verbose=verbose
     )
@@ -67,7 +104,7 @@ def run(
         probe_layers=classifier.probe_layers,
         skipped_files=[p for p, _ in test.skipped],
     )
-    names = test.class_names
+    names = names or test.class_names
     if len(names) < classifier.num_classes:
         names = None
     return example_utils.write_metrics(

@@ -15,7 +15,8 @@ import numpy as np
 
 
 def build_backbone(image_shape, preset=None, **architecture):
-    """A random-init `AIMBackbone`: `preset`'s architecture, or `architecture`.
+    """A random-init backbone: `preset`'s architecture (any family, e.g. an
+    AIMv2 one), or an `AIMBackbone` of `architecture`.
 
     Args:
         image_shape: `(H, W, C)` of the training images.
@@ -23,9 +24,10 @@ def build_backbone(image_shape, preset=None, **architecture):
         **architecture: `AIMBackbone` arguments, used without a preset.
     """
     from keras_aim.models.aim.aim_backbone import AIMBackbone
+    from keras_aim.models.backbone import Backbone
 
     if preset:
-        return AIMBackbone.from_preset(
+        return Backbone.from_preset(
             preset, load_weights=False, image_shape=image_shape
         )
     return AIMBackbone(image_shape=image_shape, **architecture)
@@ -226,27 +228,36 @@ def output_folder(path):
     return training.prepare_output_dir(path)
 
 
-def load_backbone(preset, image_size=None):
+def load_backbone(preset, image_size=None, probe_layers=None):
     """The backbone of `--preset` and the image converter to read data with.
 
-    A classifier preset brings its own converter; a backbone preset gets
-    the release's transform at its own input size.
+    The backbone is of the preset's family (`AIMBackbone` or
+    `AIMv2Backbone`). A classifier preset brings its own converter; a
+    backbone preset gets the release's transform at its own input size.
+    `probe_layers` (the flag) is checked against the backbone here, before
+    any data is read.
     """
-    import keras_aim
     from keras_aim.models.aim.aim_image_converter import default_image_converter
     from keras_aim.models.aim.aim_image_converter import load_image_converter
+    from keras_aim.models.backbone import Backbone
 
     if not preset:
         raise ValueError("--preset is required (a name, a preset or a folder).")
     kwargs = {}
     if image_size:
         kwargs["image_shape"] = (image_size, image_size, 3)
-    backbone = keras_aim.AIMBackbone.from_preset(preset, **kwargs)
+    backbone = Backbone.from_preset(preset, **kwargs)
     converter = None
     if os.path.isdir(preset) and not image_size:
         converter = load_image_converter(preset)
     if converter is None:
         converter = default_image_converter(backbone.image_shape)
+    if probe_layers is not None:
+        from keras_aim.models.aim.aim_image_classifier import (
+            resolve_probe_layers,
+        )
+
+        resolve_probe_layers(probe_layers, backbone)
     return backbone, converter
 
 
@@ -275,8 +286,9 @@ def write_metrics(output_dir, metrics, class_names, title):
         "confusion": path,
         **metrics.get("files", {}),
     }
-    with open(metrics["files"]["metrics"], "w") as f:
-        json.dump(metrics, f, indent=1)
+    from keras_aim.utils.io_utils import write_json
+
+    write_json(metrics["files"]["metrics"], metrics)  # whole, or not at all
     return metrics
 
 
@@ -287,6 +299,9 @@ def print_metrics(metrics, what):
     )
     for name, path in metrics["files"].items():
         print(f"  {name}: {path}")
+
+
+MAX_LOGICAL_REPLICAS = 64
 
 
 def prepare_tensorflow_devices(distribution, mesh):
@@ -306,7 +321,13 @@ def prepare_tensorflow_devices(distribution, mesh):
 
     if tf.config.list_physical_devices("GPU"):
         return
-    replicas = int(str(mesh).lower().split("x")[0])
+    replicas = int(str(mesh).lower().split("x")[0])  # checked by its flag
+    if replicas > MAX_LOGICAL_REPLICAS:
+        raise ValueError(
+            f"--mesh={mesh} asks TensorFlow for {replicas} logical CPU "
+            f"replicas; at most {MAX_LOGICAL_REPLICAS} (they share the "
+            "CPU's cores)."
+        )
     tf.config.set_logical_device_configuration(
         tf.config.list_physical_devices("CPU")[0],
         [tf.config.LogicalDeviceConfiguration()] * replicas,

@@ -16,7 +16,8 @@ Writes, in `--output_dir`: the artifact (`saved_model/`, `model.onnx`,
 `model.xml` + `.bin`, `model.tflite` or `model.pt2`), `manifest.json`
 (format, input signature, normalisation, class names) and `parity.json`
 (the largest difference between the artifact, run in its own runtime, and
-the Keras model, at two batch sizes).
+the Keras model, at two batch sizes). Exit status 2 with a one-line
+message on bad input (also a format this backend cannot export).
 """
 
 import json
@@ -24,8 +25,9 @@ import os
 import sys
 
 import numpy as np
-from absl import app
-from absl import flags
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import scaffold  # noqa: E402
 
 FORMATS = {
     "saved_model": "tf_saved_model",
@@ -38,18 +40,18 @@ QUANTIZE = ("none", "int8", "int4")
 # Float32 parity expected of every route (measured: below 1e-6).
 TOLERANCE = 1e-4
 PARITY_BATCHES = (1, 3)
-
-
-def define_flags():
-    """Defines the flags (only when run as a script: the tests import it)."""
-    flags.DEFINE_string("preset", None, "Classifier or backbone preset.")
-    flags.DEFINE_string("format", "saved_model", "|".join(FORMATS))
-    flags.DEFINE_string("quantize", "none", "|".join(QUANTIZE))
-    flags.DEFINE_integer(
-        "image_size", None, "Rebuild at this size (0: any size, if allowed)."
-    )
-    flags.DEFINE_string("pool", "none", "Backbone presets: none or mean.")
-    flags.DEFINE_string("output_dir", "runs/export", "Where to write.")
+# Every artifact name (keras_aim.export.ARTIFACT_NAMES), the manifest and
+# the parity report: checked before any work, whatever the format.
+OUTPUTS = {
+    "saved_model": "folder",
+    "model.onnx": "file",
+    "model.xml": "file",
+    "model.bin": "file",
+    "model.tflite": "file",
+    "model.pt2": "file",
+    "manifest.json": "file",
+    "parity.json": "file",
+}
 
 
 def check_settings(preset, format, quantize, image_size, pool):
@@ -84,7 +86,9 @@ def load_model(preset, image_size):
     except ValueError as error:
         if "without a classification head" not in str(error):
             raise
-    return keras_aim.AIMBackbone.from_preset(preset, **kwargs), "backbone"
+    from keras_aim.models.backbone import Backbone
+
+    return Backbone.from_preset(preset, **kwargs), "backbone"
 
 
 def parity_images(model, size, seed=0):
@@ -128,15 +132,17 @@ def normalisation(model):
     }
 
 
-def class_names(preset, model):
-    path = os.path.join(str(preset), "class_names.json")
-    if os.path.isfile(path):
-        with open(path) as f:
-            return json.load(f)
+def class_names(model):
+    """The classifier's saved label names, else `"0"`..`"C-1"`; `None`
+    for a backbone."""
+    names = getattr(model, "class_names", None)
+    if names:
+        return list(names)
     count = getattr(model, "num_classes", None)
     return None if count is None else [str(i) for i in range(count)]
 
 
+@scaffold.writes(OUTPUTS)
 def run(
     preset,
     format="saved_model",
@@ -155,7 +161,7 @@ def run(
 
     keras_format = FORMATS[format]
     export.check_route(keras_format)
-    output_dir = prepare_output_dir(output_dir)
+    output_dir = prepare_output_dir(output_dir)  # made and locked (writes)
     model, kind = load_model(preset, image_size)
     if quantize != "none":
         model.quantize(quantize)
@@ -206,7 +212,7 @@ def run(
             "meaning": "logits" if kind == "classifier" else "features",
         },
         "normalisation": normalisation(model),
-        "class_names": class_names(preset, model),
+        "class_names": class_names(model),
         "keras_version": keras.__version__,
         "keras_aim_version": keras_aim.__version__,
     }
@@ -216,32 +222,8 @@ def run(
     return manifest, parity
 
 
-def fail(error):
-    print("ERROR: " + " ".join(str(error).split()), file=sys.stderr)
-    sys.exit(2)
-
-
-def parse_flags(argv):
-    try:
-        return flags.FLAGS(argv)
-    except flags.Error as error:
-        fail(error)
-
-
-def main(argv):
-    if len(argv) > 1:
-        fail(f"Unexpected arguments: {argv[1:]}")
-    try:
-        manifest, parity = run(
-            flags.FLAGS.preset,
-            flags.FLAGS.format,
-            flags.FLAGS.quantize,
-            flags.FLAGS.image_size,
-            flags.FLAGS.pool,
-            flags.FLAGS.output_dir,
-        )
-    except (ValueError, FileNotFoundError, ImportError) as error:
-        fail(error)
+def report(result, settings):
+    manifest, parity = result
     print(
         f"Wrote {manifest['artifact']} ({manifest['format']}, "
         f"{manifest['backend']}); largest difference to Keras "
@@ -249,6 +231,27 @@ def main(argv):
     )
 
 
+SCRIPT = scaffold.Script(
+    run,
+    scaffold.flag("preset", help="Classifier or backbone preset."),
+    scaffold.flag("format", "enum", "Artifact format.", values=tuple(FORMATS)),
+    scaffold.flag("quantize", "enum", "Quantize first.", values=QUANTIZE),
+    scaffold.flag(
+        "image_size",
+        help="Rebuild at this size (0: any size, where the format allows).",
+        minimum=0,
+    ),
+    scaffold.flag(
+        "pool",
+        "enum",
+        "Backbone presets: none or mean.",
+        values=("none", "mean"),
+    ),
+    scaffold.flag("output_dir"),
+    report=report,
+)
+main = SCRIPT.main
+define_flags = SCRIPT.define_flags
+
 if __name__ == "__main__":
-    define_flags()
-    app.run(main, flags_parser=parse_flags)
+    SCRIPT.cli()

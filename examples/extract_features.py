@@ -12,6 +12,7 @@ the data has them.
 
 import os
 import sys
+import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import example_utils  # noqa: E402
@@ -46,6 +47,7 @@ def parse_layers(layers, num_layers):
     return parsed
 
 
+@scaffold.writes({"features.npz": "file"})
 def run(
     preset,
     dataset="digits",
@@ -91,9 +93,14 @@ def run(
     out = {name: np.concatenate(parts) for name, parts in arrays.items()}
     out["labels"] = np.concatenate(labels).astype("int32")
     path = os.path.join(output_dir, "features.npz")
-    temporary = path + ".tmp.npz"
-    np.savez(temporary, **out)
-    os.replace(temporary, path)
+    temporary = f"{path}.tmp-{uuid.uuid4().hex[:12]}.npz"
+    try:
+        np.savez(temporary, **out)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
     return {name: array.shape for name, array in out.items()}, path
 
 

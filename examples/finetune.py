@@ -26,6 +26,14 @@ import example_utils  # noqa: E402
 import scaffold  # noqa: E402
 
 
+@scaffold.writes(
+    {
+        "metrics.json": "file",
+        "confusion.png": "file",
+        "classifier": "preset",
+        "lora.weights.h5": "file",
+    }
+)
 def run(
     preset,
     dataset="digits",
@@ -53,22 +61,25 @@ def run(
     lora_rank = positive_int(lora_rank, "--lora_rank", minimum=0)
     if not 0.0 < layer_decay <= 1.0:
         raise ValueError(f"--layer_decay must be in (0, 1]; got {layer_decay}.")
-    backbone, converter = example_utils.load_backbone(preset)
+    backbone, converter = example_utils.load_backbone(
+        preset, None, probe_layers
+    )
+    keras.utils.set_random_seed(seed)
+    if lora_rank:  # checks the rank against the width before any data
+        backbone.enable_lora(lora_rank)
     train = data.labelled_images(
         dataset, "train", image_converter=converter, seed=seed
     )
     test = data.labelled_images(
         dataset, "test", image_converter=converter, seed=seed
     )
-    keras.utils.set_random_seed(seed)
-    if lora_rank:
-        backbone.enable_lora(lora_rank)
     classifier = keras_aim.AIMImageClassifier(
         backbone,
         num_classes=train.num_classes,
         probe_layers=probe_layers,
         probe=probe,
         image_converter=converter,
+        class_names=train.class_names,
     )
     trainable = sum(
         int(keras.ops.size(w)) for w in classifier.trainable_weights

@@ -82,6 +82,21 @@ DEFAULTS = dict(
     knn_every=0,
     verbose=1,
 )
+# What a run writes, checked before any work (scaffold.run_folder).
+OUTPUTS = {
+    "log.csv": "file",
+    "tensorboard": "folder",
+    "checkpoints": "folder",
+    "initial_backbone": "preset",
+    "backbone": "preset",
+    "loss.png": "file",
+    "reconstructions.png": "file",
+    "probe.json": "file",
+    "confusion.png": "file",
+    "label_efficiency.png": "file",
+    "knn.csv": "file",
+    "summary.json": "file",
+}
 ARCHITECTURE = ("patch_size", "hidden_dim", "num_layers", "num_heads")
 HEAD = ("head_hidden_dim", "head_num_layers", "token_order")
 # Settings that leave the loss curve as it is (where and how often the run
@@ -121,7 +136,7 @@ def run(callbacks=(), **overrides):
     config = scaffold.settings(DEFAULTS, overrides)
     # A data-parallel worker writes nothing; its chief holds the lock.
     lock = example_utils.chief_process()
-    with scaffold.run_folder(config["output_dir"], lock) as output_dir:
+    with scaffold.run_folder(config["output_dir"], lock, OUTPUTS) as output_dir:
         return _run_locked(config, output_dir, callbacks)
 
 
@@ -467,20 +482,7 @@ SCRIPT = scaffold.Script(
     ),
     scaffold.flag("probe_epochs"),
     scaffold.flag("probe_learning_rate"),
-    scaffold.flag(
-        "label_draws",
-        "integer",
-        "Random draws of the labelled examples per point of the "
-        "label-efficiency curve (1, 2, 5, 10, 20 labels per class).",
-        minimum=1,
-    ),
-    scaffold.flag(
-        "knn_every",
-        "integer",
-        "Log the k-NN top-1 of the held-out split every N steps of training "
-        "in knn.csv (built-in labelled data; 0: off).",
-        minimum=0,
-    ),
+    *three_arms.FLAGS,  # --label_draws, --knn_every
     scaffold.flag("verbose", "integer", "1: progress bar; 0: quiet."),
     defaults=DEFAULTS,
     report=print_summary,

@@ -25,6 +25,9 @@ import example_utils  # noqa: E402
 import scaffold  # noqa: E402
 
 
+@scaffold.writes(
+    {"metrics.json": "file", "confusion.png": "file", "classifier": "preset"}
+)
 def run(
     preset,
     dataset="digits",
@@ -44,7 +47,9 @@ def run(
     from keras_aim import data
     from keras_aim import probing
 
-    backbone, converter = example_utils.load_backbone(preset)
+    backbone, converter = example_utils.load_backbone(
+        preset, None, probe_layers
+    )
     train = data.labelled_images(
         dataset, "train", image_converter=converter, seed=seed
     )
@@ -62,6 +67,7 @@ def run(
         weight_decay=weight_decay,
         seed=seed,
         cache_features=cache_features,
+        cache_dir=output_dir,
         image_converter=converter,
         verbose=verbose,
     )

@@ -48,6 +48,16 @@ from findings.study import DEFAULTS  # noqa: E402
 from findings.study import QUICK  # noqa: E402
 from findings.study import study_config  # noqa: E402
 
+# What the study writes, checked before any work (scaffold.run_folder).
+OUTPUTS = {
+    "findings.json": "file",
+    "findings.md": "file",
+    "loss_vs_capacity.png": "file",
+    "loss_vs_steps.png": "file",
+    "loss_vs_probe.png": "file",
+    "runs": "folder",
+}
+
 
 def run(progress=print, **overrides):
     """Runs the study; returns `findings` (what `findings.json` holds).
@@ -61,7 +71,9 @@ def run(progress=print, **overrides):
 
     config = study_config(**overrides)
     begin = time.time()
-    with scaffold.run_folder(config["output_dir"]) as output_dir:
+    with scaffold.run_folder(
+        config["output_dir"], outputs=OUTPUTS
+    ) as output_dir:
         config["output_dir"] = output_dir
         results = runs.run_study(config, progress)
         findings = summary.summarise(config, results)
@@ -128,7 +140,14 @@ SCRIPT = scaffold.Script(
         "random init), instead of --widths.",
     ),
     scaffold.flag("dataset", default=DEFAULTS["dataset"]),
-    setting("widths", "list", "Trunk widths, one run each."),
+    setting(
+        "widths",
+        "list",
+        "Trunk widths, one run each.",
+        element="integer",
+        minimum=1,
+        maximum=scaffold.SHARED["hidden_dim"].maximum,
+    ),
     setting("num_layers"),
     setting("num_heads"),
     setting("patch_size"),
@@ -142,6 +161,9 @@ SCRIPT = scaffold.Script(
         "checkpoint_fractions",
         "list",
         "Fractions of the steps to measure at; the last is 1.0.",
+        element="float",
+        positive=True,
+        maximum=1.0,
     ),
     setting("probe_epochs", help="Attentive-probe epochs."),
     setting("probe_learning_rate", help="Attentive-probe learning rate."),

@@ -21,24 +21,42 @@ goes to `run` by name, so neither is written twice. Flags are defined only
 when asked (`define_flags`), never at import; `main` defines them into a
 fresh `FlagValues`, so a test can call it again and again in one process.
 
+The flags, their bounds and the table of shared ones are in
+`flag_table.py` (re-exported here): every number is checked when the
+flags are parsed, before any work.
+
+A script's `run` that writes into `--output_dir` is wrapped by
+`writes({name: kind})`: the folder is created, locked for the whole run
+(`keras_aim.training.RunLock`: a second run into it exits 2) and checked
+before any work: a file where the run writes a folder (or the reverse),
+a FIFO, a broken link, a preset folder holding foreign files.
+
 Exit codes: 0 done; 2 (`EXIT_BAD_SETTINGS`) with one `ERROR: ...` line on
 stderr for a bad flag, a stray argument or a `ValueError`,
-`FileNotFoundError` or `ImportError` raised by `run`; a `ScriptError`'s
-own code (pre-training: 3 when the loss diverged); whatever `report`
-returns (pre-training: 128 + the signal that stopped it).
+`FileNotFoundError` or `ImportError` raised by `run`; 3 (`EXIT_DIVERGED`)
+when training diverged (`keras_aim.training.TrainingDivergedError`: a
+NaN or infinite loss; no result is written); a `ScriptError`'s own code;
+whatever `report` returns (pre-training: 128 + the signal that stopped
+it).
 
 keras_aim (and so Keras) is imported inside the scripts' functions only,
 so that `--help` and a bad flag stay fast.
 """
 
 import contextlib
-import dataclasses
+import functools
 import inspect
-import math
+import os
+import stat
 import sys
 import time
 
 from absl import flags
+from flag_table import _FROM_RUN
+from flag_table import MAX_INTEGER  # noqa: F401 (re-exported)
+from flag_table import SHARED  # noqa: F401 (re-exported)
+from flag_table import Flag  # noqa: F401 (re-exported)
+from flag_table import flag  # noqa: F401 (re-exported)
 
 # The flags this module defines belong to the script that asks for them
 # (listed by its --help), not to the scaffold.
@@ -65,158 +83,6 @@ class ScriptError(Exception):
         self.exit_code = exit_code
 
 
-_FROM_RUN = object()  # the default of `run`'s parameter of the same name
-
-
-@dataclasses.dataclass(frozen=True)
-class Flag:
-    """One absl flag.
-
-    Attributes:
-        name: the flag, and the name of `run`'s keyword argument.
-        kind: `"string"`, `"integer"`, `"float"`, `"bool"`, `"enum"` or
-            `"list"` (comma-separated strings).
-        help: the `--help` line.
-        values: the choices of an `"enum"`.
-        minimum, maximum: inclusive bounds of a number, checked when the
-            flags are parsed.
-        positive: a number must be > 0.
-        default: the default; unset, it is `run`'s (or `Script`'s
-            `defaults`).
-    """
-
-    name: str
-    kind: str
-    help: str
-    values: tuple = ()
-    minimum: float = None
-    maximum: float = None
-    positive: bool = False
-    default: object = _FROM_RUN
-
-    def define(self, flag_values, default):
-        kwargs = {"flag_values": flag_values}
-        if self.minimum is not None:
-            kwargs["lower_bound"] = self.minimum
-        if self.maximum is not None:
-            kwargs["upper_bound"] = self.maximum
-        if self.kind == "enum":
-            flags.DEFINE_enum(
-                self.name, default, list(self.values), self.help, **kwargs
-            )
-        else:
-            define = {
-                "string": flags.DEFINE_string,
-                "integer": flags.DEFINE_integer,
-                "float": flags.DEFINE_float,
-                "bool": flags.DEFINE_bool,
-                "list": flags.DEFINE_list,
-            }[self.kind]
-            define(self.name, default, self.help, **kwargs)
-        if self.kind == "float":
-            # absl's bounds let nan through (every comparison with nan is
-            # false), and inf passes a lower bound: a float flag must be a
-            # finite number before any work starts.
-            flags.register_validator(
-                self.name,
-                lambda value: value is None or math.isfinite(value),
-                message="must be a finite number (not nan or inf)",
-                flag_values=flag_values,
-            )
-        if self.positive:
-            flags.register_validator(
-                self.name,
-                lambda value: value is None or value > 0,
-                message="must be positive",
-                flag_values=flag_values,
-            )
-
-
-# The flags several scripts share: one definition each. `flag(name, ...)`
-# takes one as it is, or with its own help, default or bounds.
-SHARED = {
-    f.name: f
-    for f in (
-        Flag("preset", "string", "Preset name, Keras preset or hub folder."),
-        Flag(
-            "dataset",
-            "string",
-            "digits, photos (built in), tfds:NAME[:SPLIT] or an image folder.",
-        ),
-        Flag("output_dir", "string", "Where to write the results (created)."),
-        Flag("seed", "integer", "Seed of the weights and data.", minimum=0),
-        Flag("batch_size", "integer", "Examples per step.", minimum=1),
-        Flag("epochs", "integer", "Passes over the training split.", minimum=1),
-        Flag("steps", "integer", "Optimizer steps of a run.", minimum=1),
-        Flag(
-            "learning_rate",
-            "float",
-            "Peak learning rate (AdamW).",
-            positive=True,
-        ),
-        Flag("weight_decay", "float", "AdamW weight decay.", minimum=0.0),
-        Flag(
-            "probe",
-            "enum",
-            "Probe head.",
-            values=("attentive", "linear"),
-        ),
-        Flag(
-            "probe_layers",
-            "string",
-            "best, last or comma-separated 0-based blocks (default: best for "
-            "the released sizes, else last).",
-        ),
-        Flag(
-            "split",
-            "enum",
-            "Split to read (auto: test, or all of a folder without splits).",
-            values=("auto", "train", "test", "all"),
-        ),
-        Flag(
-            "image_size",
-            "integer",
-            "Image side; default: the data source's own (16 digits, 32 "
-            "photos, 224 otherwise: keras_aim.data.DEFAULT_IMAGE_SIZES).",
-            minimum=1,
-        ),
-        Flag("hidden_dim", "integer", "Trunk width.", minimum=1),
-        Flag("num_layers", "integer", "Trunk blocks.", minimum=1),
-        Flag("num_heads", "integer", "Attention heads.", minimum=1),
-        Flag("patch_size", "integer", "Patch side in pixels.", minimum=1),
-        Flag("head_hidden_dim", "integer", "Pixel-head width.", minimum=1),
-        Flag(
-            "head_num_layers",
-            "integer",
-            "Pixel-head blocks (0: a linear head).",
-            minimum=0,
-        ),
-        Flag("probe_epochs", "integer", "Epochs of each probe.", minimum=1),
-        Flag(
-            "probe_learning_rate",
-            "float",
-            "Peak learning rate of the probes.",
-            positive=True,
-        ),
-    )
-}
-
-
-def flag(name, kind=None, help=None, **changes):
-    """A flag: `SHARED[name]` with `changes`, or a new one (give `kind`
-    and `help`). `changes` are `Flag` fields: `values`, `minimum`,
-    `maximum`, `positive`, `default`."""
-    if kind is not None:
-        changes["kind"] = kind
-    if help is not None:
-        changes["help"] = help
-    if name in SHARED:
-        return dataclasses.replace(SHARED[name], **changes)
-    if "kind" not in changes or "help" not in changes:
-        raise ValueError(f"--{name} is not shared: give its kind and help.")
-    return Flag(name, **changes)
-
-
 def settings(defaults, overrides):
     """`defaults` updated with `overrides`; unknown names are a ValueError."""
     unknown = sorted(set(overrides) - set(defaults))
@@ -226,10 +92,12 @@ def settings(defaults, overrides):
 
 
 @contextlib.contextmanager
-def run_folder(path, lock=True):
+def run_folder(path, lock=True, outputs=None):
     """Creates `--output_dir` and holds its run lock inside the block.
 
-    An unwritable folder, or one another run holds, fails here, before
+    An unwritable folder, one another run holds, or one where something
+    already sits in the way of `outputs` (`{name: "file" | "folder" |
+    "preset"}`, see `keras_aim.training.check_outputs`) fails here, before
     anything slow (a `ValueError`). `lock=False` (a data-parallel worker,
     whose chief holds the lock) only creates the folder.
     """
@@ -240,7 +108,29 @@ def run_folder(path, lock=True):
         yield output_dir
         return
     with training.RunLock(output_dir):
+        training.check_outputs(output_dir, outputs or {})
         yield output_dir
+
+
+def writes(outputs):
+    """Decorates a script's `run(..., output_dir=...)`: the whole call runs
+    inside `run_folder(output_dir, outputs=outputs)` (created, locked,
+    checked before any work), called from the command line or not."""
+
+    def decorate(run):
+        signature = inspect.signature(run)
+
+        @functools.wraps(run)
+        def locked(*args, **kwargs):
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            with run_folder(bound.arguments["output_dir"], outputs=outputs):
+                return run(*args, **kwargs)
+
+        locked.outputs = dict(outputs)
+        return locked
+
+    return decorate
 
 
 def fail(error, exit_code=EXIT_BAD_SETTINGS):
@@ -252,9 +142,52 @@ def fail(error, exit_code=EXIT_BAD_SETTINGS):
     sys.exit(exit_code)
 
 
+# absl reads `--flagfile=PATH` whole (and nested ones): a FIFO would hang
+# it, `/dev/zero` fill the memory. Flag files are small regular files.
+MAX_FLAGFILE_BYTES = 1024**2
+
+
+def _flag_files(args):
+    """The paths of the `--flagfile` directives in `args`."""
+    paths = []
+    for index, arg in enumerate(args):
+        name, equals, value = arg.lstrip("-").partition("=")
+        if not arg.startswith("-") or name != "flagfile":
+            continue
+        if not equals and index + 1 < len(args):
+            value = args[index + 1]
+        paths.append(os.path.expanduser(value.strip().strip("'\"")))
+    return paths
+
+
+def check_flag_files(args, depth=0):
+    """Refuses a `--flagfile` (or a nested one) that is not a small
+    regular file, before absl reads it."""
+    for path in _flag_files(args):
+        if not path:
+            continue
+        try:
+            info = os.stat(path)
+        except OSError as error:
+            raise flags.Error(
+                f"--flagfile={path}: {error.strerror or error}"
+            ) from None
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_FLAGFILE_BYTES:
+            raise flags.Error(
+                f"--flagfile={path} must be a regular file of at most "
+                f"{MAX_FLAGFILE_BYTES} bytes (a FIFO or a device would never "
+                "end)."
+            )
+        if depth < 8:
+            with open(path, errors="replace") as f:
+                lines = [line.strip() for line in f]
+            check_flag_files(lines, depth + 1)
+
+
 def parse(flag_values, argv):
     """Parses `argv` (`argv[0]` is the program); a bad flag exits 2."""
     try:
+        check_flag_files(argv[1:])
         return flag_values(argv)
     except flags.Error as error:
         fail(error)
@@ -364,6 +297,12 @@ class Script:
             fail(error, error.exit_code)
         except (ValueError, FileNotFoundError, ImportError) as error:
             fail(error)
+        except RuntimeError as error:
+            from keras_aim.utils.errors import TrainingDivergedError
+
+            if not isinstance(error, TrainingDivergedError):
+                raise
+            fail(error, EXIT_DIVERGED)
         exit_code = self.report(result, kwargs) if self.report else None
         print(f"Wall time {time.time() - begin:.0f} s.")
         if exit_code:

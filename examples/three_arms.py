@@ -19,6 +19,27 @@ import json
 import os
 import time
 
+from flag_table import flag
+
+# pretrain.py's flags of this part of the job.
+FLAGS = (
+    flag(
+        "label_draws",
+        "integer",
+        "Random draws of the labelled examples per point of the "
+        "label-efficiency curve (1, 2, 5, 10, 20 labels per class).",
+        minimum=1,
+        maximum=100,
+    ),
+    flag(
+        "knn_every",
+        "integer",
+        "Log the k-NN top-1 of the held-out split every N steps of training "
+        "in knn.csv (built-in labelled data; 0: off).",
+        minimum=0,
+    ),
+)
+
 ARMS = ("pretrained", "random_twin", "raw_pixels")
 ARM_NAMES = {
     "pretrained": "pre-trained",
@@ -68,16 +89,16 @@ def compare_arms(
         The results (also in `probe.json`) plus `files`, or `None` when
         `source` is not a built-in labelled set.
     """
-    import keras_aim
     from keras_aim import probing
     from keras_aim.models.aim.aim_image_classifier import resolve_probe_layers
+    from keras_aim.models.backbone import Backbone
     from keras_aim.utils import plots
 
     if source not in LABELLED_SOURCES:
         print(f"No probes: {source!r} is not a built-in labelled set.")
         return None
     begin = time.time()
-    twin = keras_aim.AIMBackbone.from_preset(initial_dir)
+    twin = Backbone.from_preset(initial_dir)
     train, test = _splits(source, backbone.image_shape, seed)
     (pixels, y), (test_pixels, test_y) = train.to_arrays(), test.to_arrays()
     layers = resolve_probe_layers("last", backbone)

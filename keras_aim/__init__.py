@@ -17,6 +17,10 @@ from keras_aim.models.aim.aim_image_classifier import AIMImageClassifier
 from keras_aim.models.aim.aim_image_converter import AIMImageConverter
 from keras_aim.models.aim.aim_presets import PRESETS
 from keras_aim.models.aim.aim_pretrainer import AIMPretrainer
+from keras_aim.models.aimv2.aimv2_backbone import AIMv2Backbone
+from keras_aim.models.aimv2.aimv2_lit import AIMv2LiT
+from keras_aim.models.aimv2.aimv2_text_encoder import AIMv2TextEncoder
+from keras_aim.models.aimv2.aimv2_tokenizer import AIMv2Tokenizer
 from keras_aim.utils import deprecated_paths
 from keras_aim.version import __version__
 
@@ -27,6 +31,10 @@ __all__ = [
     "AIMImageClassifier",
     "AIMImageConverter",
     "AIMPretrainer",
+    "AIMv2Backbone",
+    "AIMv2LiT",
+    "AIMv2TextEncoder",
+    "AIMv2Tokenizer",
     "PRESETS",
     "__version__",
     "callbacks",

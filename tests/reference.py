@@ -385,7 +385,11 @@ def write_hub_folder(folder, state_dict, config):
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, "config.json"), "w") as f:
         json.dump(config, f, indent=2)
-    tensors = {k: np.ascontiguousarray(v) for k, v in state_dict.items()}
+    # np.ascontiguousarray would turn a scalar (LiT's temperature) into 1-D.
+    tensors = {
+        k: np.ascontiguousarray(v) if np.ndim(v) else np.asarray(v)
+        for k, v in state_dict.items()
+    }
     save_file(tensors, os.path.join(folder, "model.safetensors"))
     return folder
 

@@ -49,6 +49,7 @@ def test_training_overhead_smoke(tmp_path):
     assert set(result["conversions_per_step"]) == {"bare", "loop"}
 
 
+@pytest.mark.large(backend="jax")
 def test_plan_table_and_its_parameter_formula(tmp_path):
     """plan.py's table, and its parameter formula against built models."""
     output = str(tmp_path / "plan.json")
@@ -155,6 +156,17 @@ def test_inference_benchmark_smoke(tmp_path):
         assert 0 < difference < 0.05
     # The fused attention agrees with the plain softmax path.
     assert result["attention"][backend]["max_difference"] < 1e-4
+    # Every row says which attention kernel ran, for its dtype, unmasked.
+    for (contender, dtype), row in rows.items():
+        kernel = row["attention_kernel"]
+        assert kernel["ran"], (contender, dtype)
+        assert (kernel["dtype"], kernel["masked"]) == (dtype, False)
+    assert rows[("keras_aim", "float32")]["attention_kernel"]["backend"] == (
+        backend
+    )
+    fused = result["attention"][backend]["attention_kernel"]
+    assert fused["ran"] and fused["masked"] is True
+    assert_cpu_recorded(result["environment"])
 
 
 @pytest.mark.extra_large
@@ -172,19 +184,48 @@ def test_train_step_benchmark_smoke(tmp_path):
         "--nocompile",
         f"--output={output}",
     )
-    assert f"| tiny | keras_aim | {backend} |" in stdout
+    assert f"| tiny | keras_aim | {backend} | float32 |" in stdout
+    assert f"| tiny | keras_aim | {backend} | mixed_bfloat16 |" in stdout
     with open(output) as f:
         result = json.load(f)
-    rows = {r["contender"]: r for r in result["results"]}
+    rows = {(r["contender"], r["policy"]): r for r in result["results"]}
     ablations = {"jax": {"keras_dense"}, "torch": {"keras_adamw"}}
-    expected = {"torch_eager", "keras_aim"} | ablations.get(backend, set())
+    expected = {
+        (name, policy)
+        for name in ("torch_eager", "keras_aim")
+        for policy in ("float32", "mixed_bfloat16")
+    } | {(name, "float32") for name in ablations.get(backend, ())}
     assert set(rows) == expected
-    assert rows["torch_eager"]["ratio_to_torch_eager"] == 1.0
-    ours = rows["keras_aim"]
-    assert ours["ratio_to_torch_eager"] == pytest.approx(
-        ours["seconds"] / rows["torch_eager"]["seconds"]
+    for policy in ("float32", "mixed_bfloat16"):
+        peer = rows[("torch_eager", policy)]
+        assert peer["ratio_to_torch_eager"] == 1.0
+        ours = rows[("keras_aim", policy)]
+        assert ours["ratio_to_torch_eager"] == pytest.approx(
+            ours["seconds"] / peer["seconds"]
+        )
+        assert ours["steps_per_second"] == pytest.approx(1 / ours["seconds"])
+        full = rows[("keras_aim", "float32")]["seconds"]
+        assert ours["speedup_over_float32"] == pytest.approx(
+            full / ours["seconds"]
+        )
+    # Every row says which attention kernel ran: masked, in the compute
+    # dtype of its policy.
+    for (name, policy), row in rows.items():
+        kernel = row["attention_kernel"]
+        assert kernel["ran"], (name, policy)
+        want = "float32" if policy == "float32" else "bfloat16"
+        assert (kernel["dtype"], kernel["masked"]) == (want, True)
+        assert kernel["backend"] == ("torch" if "torch" in name else backend)
+    assert_cpu_recorded(result["environment"])
+
+
+def assert_cpu_recorded(environment):
+    cpu = environment["cpu"]
+    assert cpu["model"]
+    assert set(cpu["flags"]) >= {"avx512_bf16", "amx_bf16"}
+    assert cpu["native_bfloat16"] == (
+        cpu["flags"]["avx512_bf16"] or cpu["flags"]["amx_bf16"]
     )
-    assert ours["steps_per_second"] == pytest.approx(1 / ours["seconds"])
 
 
 def test_torch_reference_loss_matches_keras_aim():
@@ -220,7 +261,7 @@ def test_torch_reference_loss_matches_keras_aim():
     assert got == pytest.approx(expected, rel=1e-5)
 
 
-@pytest.mark.large(backend="tensorflow")
+@pytest.mark.extra_large
 def test_eval_pixels_benchmark_smoke(tmp_path):
     """The evaluation-input benchmark at a tiny size: every arm and part."""
     output = str(tmp_path / "eval_pixels.json")
@@ -249,3 +290,132 @@ def test_eval_pixels_benchmark_smoke(tmp_path):
     assert 0 <= agreement["top1_agreement"] <= 1
     with open(str(tmp_path / "eval_pixels.md")) as f:
         assert "| library |" in f.read()
+
+
+@pytest.mark.extra_large
+def test_deployment_smoke(tmp_path):
+    """benchmarks/deployment.py end to end on a random tiny trunk."""
+    output = str(tmp_path / "deployment.json")
+    stdout = run_script(
+        "deployment.py",
+        "--tiny",
+        "--probe_epochs=1",
+        "--runtimes=keras_jax,onnx_torch",
+        "--batch_sizes=1,4",
+        "--rounds=1",
+        "--repeats=2",
+        "--warmup=1",
+        f"--work_dir={tmp_path / 'work'}",
+        f"--output={output}",
+    )
+    assert "| ONNX Runtime (ONNX from torch) | int8 |" in stdout
+    with open(output) as f:
+        result = json.load(f)
+    modes = result["accuracy"]["modes"]
+    assert set(modes) == {"float32", "int8", "int4"}
+    assert modes["float32"]["same_top1_as_float32"] == 1.0
+    weights = {mode: modes[mode]["weights_file_bytes"] for mode in modes}
+    assert weights["int4"] < weights["int8"] < weights["float32"]
+    assert result["export"]["onnx_torch/int4"]["error"]  # refused, named
+    rows = {
+        (row["runtime"], row["precision"], row["batch"]): row
+        for row in result["latency"]
+    }
+    assert len(rows) == 2 * 2 * 2
+    for row in rows.values():
+        assert row["ms_per_image"] > 0
+        is_float = row["precision"] == "float32"
+        assert (row["int8_over_float32"] is None) == is_float
+        # The same artifact answers as the Keras model it came from.
+        if is_float:
+            assert row["top1"] == modes["float32"]["top1"]
+    with open(output[: -len(".json")] + ".md") as f:
+        assert "| int8 |" in f.read()
+
+
+def _benchmark_module(name):
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import importlib
+
+    return importlib.import_module(name)
+
+
+def test_cpu_info_reads_the_model_and_bfloat16_flags(tmp_path):
+    bench_utils = _benchmark_module("bench_utils")
+    path = tmp_path / "cpuinfo"
+    path.write_text(
+        "processor\t: 0\nmodel name\t: Test CPU 9000\n"
+        "flags\t\t: fpu avx2 avx512f avx512_bf16 amx_tile\n\n"
+        "processor\t: 1\nmodel name\t: Other\nflags\t\t: fpu\n"
+    )
+    cpu = bench_utils.cpu_info(str(path))
+    assert cpu["model"] == "Test CPU 9000"
+    assert cpu["flags"]["avx512_bf16"] and cpu["flags"]["amx_tile"]
+    assert not cpu["flags"]["amx_bf16"] and not cpu["flags"]["avx512_fp16"]
+    assert cpu["native_bfloat16"] is True
+    path.write_text("model name\t: Old CPU\nflags\t\t: fpu avx2\n")
+    cpu = bench_utils.cpu_info(str(path))
+    assert (cpu["model"], cpu["native_bfloat16"]) == ("Old CPU", False)
+
+
+def test_kernel_names_from_profiler_ops_hlo_and_graph_ops():
+    ak = _benchmark_module("attention_kernel")
+    ops = [
+        "aten::_scaled_dot_product_efficient_attention_backward",
+        "aten::_scaled_dot_product_efficient_attention",
+        "aten::scaled_dot_product_attention",
+    ]
+    assert ak.torch_kernel_name(sorted(ops)) == ops[1]
+    assert ak.torch_kernel_name([], {"aten::_softmax", "aten::bmm"}) == (
+        "no fused kernel (matmul + softmax)"
+    )
+    cudnn = (
+        '%c = custom-call(%q, %k, %v), custom_call_target="__cudnn$fmhaSoftmax"'
+        '\n%d = custom-call(%c), custom_call_target="foo"'
+    )
+    assert ak.jax_hlo_kernel(cudnn) == (
+        "cudnn fused attention",
+        ["__cudnn$fmhaSoftmax", "foo"],
+    )
+    assert ak.jax_hlo_kernel("%e = exponential(%s)") == (
+        "xla (plain softmax attention)",
+        [],
+    )
+    types = {"Einsum", "Softmax", "SelectV2"}
+    assert ak.tensorflow_kernel_name(types, False) == (
+        "tf graph: einsum + softmax"
+    )
+    assert ak.tensorflow_kernel_name(types, True) == "xla: einsum + softmax"
+
+
+def test_detect_model_reads_the_kernel_that_ran():
+    """On this CPU: torch's SDPA kernel, XLA's or TensorFlow's softmax."""
+    import numpy as np
+
+    import keras_aim
+
+    ak = _benchmark_module("attention_kernel")
+    backbone = keras_aim.AIMBackbone(
+        image_shape=(8, 8, 3),
+        patch_size=4,
+        hidden_dim=8,
+        num_layers=1,
+        num_heads=2,
+    )
+    images = np.zeros((2, 8, 8, 3), "float32")
+    plain = ak.detect_model(backbone, images, masked=False)
+    pretrainer = keras_aim.AIMPretrainer(
+        backbone, head_hidden_dim=8, head_num_layers=1
+    )
+    masked = ak.detect_model(pretrainer, images, masked=True, training=True)
+    backend = keras.backend.backend()
+    for report, was_masked in ((plain, False), (masked, True)):
+        assert report["backend"] == backend
+        assert (report["dtype"], report["masked"]) == ("float32", was_masked)
+        if backend == "torch":
+            assert report["ran"].startswith("aten::_scaled_dot_product_")
+            assert "aten::scaled_dot_product_attention" in report["ops"]
+        elif backend == "jax":
+            assert report["ran"] == "xla (plain softmax attention)"
+        else:
+            assert report["ran"] == "tf graph: einsum + softmax"

@@ -401,6 +401,7 @@ def assert_close_to_pil(result, expected):
     assert np.mean(levels <= 1.0 + 1e-3) >= 0.999
 
 
+@pytest.mark.large(backend="tensorflow")
 def test_evaluation_transform_matches_pil_and_converter():
     photos = dict(data.load_sample_photos())
     converter = AIMImageConverter(resize_size=64, crop_size=56)

@@ -305,7 +305,7 @@ def test_pretrain_example_model_parallel_resumes_on_another_mesh(tmp_path):
     )
 
 
-@pytest.mark.large(backend="torch")
+@pytest.mark.extra_large
 @pytest.mark.skipif(BACKEND != "torch", reason="torchrun check")
 def test_pretrain_example_under_torchrun(tmp_path):
     single = str(tmp_path / "single")

@@ -19,7 +19,13 @@ The rules (CONTRIBUTING.md, "Code blocks in the docs", says the same):
   the folder `aim-600M` also finds one in its working directory: a tiny
   random checkpoint of the same architecture in the released hub layout
   (config.json + model.safetensors), as `huggingface-cli download
-  apple/aim-600M --local-dir aim-600M` would leave it. Input sizes, token
+  apple/aim-600M --local-dir aim-600M` would leave it. The AIMv2 names
+  (`AIMv2Backbone.from_preset("aimv2_large_patch14_224")`, ...) load a
+  tiny random `AIMv2Backbone` of the same kind (width 48, 4 blocks, 4
+  heads, patch 14, 224; sin-cos for the native one), and
+  `AIMv2LiT.from_preset("aimv2_large_patch14_224_lit")` a tiny random
+  LiT model on that image tower, with a two-block text tower (context 77)
+  and a tiny CLIP BPE tokenizer. Input sizes, token
   counts and code paths are the real ones; widths, depths and numbers are
   not. On jax, most XLA optimisations are off while the blocks run: the
   same results, compiled in a fraction of the time.
@@ -84,6 +90,30 @@ HUB_HANDLES = {
     "hf://apple/aim-7B": "aim_7b",
 }
 HUB_FOLDER = "aim-600M"
+# AIMv2 presets (and their hf:// handles) load a tiny random AIMv2 trunk of
+# the same kind (sin-cos for the native one).
+STAND_IN_V2 = dict(
+    image_shape=(224, 224, 3),
+    patch_size=14,
+    hidden_dim=48,
+    num_layers=4,
+    num_heads=4,
+    intermediate_dim=128,
+)
+# The LiT preset (and its handle) loads a tiny random AIMv2LiT: the image
+# tower above, a two-block text tower (context 77) and a tiny CLIP BPE
+# tokenizer that spells any text (tests/reference_lit.py).
+LIT_NAMES = (
+    "aimv2_large_patch14_224_lit",
+    "hf://apple/aimv2-large-patch14-224-lit",
+)
+STAND_IN_TEXT = dict(
+    hidden_dim=32,
+    num_layers=2,
+    num_heads=2,
+    intermediate_dim=64,
+    max_sequence_length=77,
+)
 
 ABSL_BUILTIN_FLAGS = {
     "help",
@@ -181,6 +211,53 @@ class StandIns:
             self.folders[kind] = folder
         return self.folders[kind]
 
+    def v2_preset(self, name):
+        from keras_aim.models.aimv2.aimv2_presets import PRESETS
+
+        if name.startswith("hf://apple/"):
+            name = name[len("hf://apple/") :].replace("-", "_")
+            name = name.replace("1B", "1b").replace("3B", "3b")
+        if name not in PRESETS:
+            return None
+        kind = PRESETS[name]["backbone"]["position_embedding"]
+        if kind not in self.folders:
+            backbone = keras_aim.AIMv2Backbone(
+                **STAND_IN_V2, position_embedding=kind
+            )
+            folder = os.path.join(self.root, f"stand_in_v2_{kind}")
+            backbone.save_to_preset(folder)
+            self.folders[kind] = folder
+        return self.folders[kind]
+
+    def lit_preset(self, name):
+        """A tiny random AIMv2LiT preset (with a tiny CLIP tokenizer) for
+        the LiT preset's name or hub handle."""
+        if name not in LIT_NAMES:
+            return None
+        if "lit" not in self.folders:
+            import reference_lit
+
+            folder = os.path.join(self.root, "stand_in_lit")
+            reference_lit.write_tokenizer_files(folder + "_tokenizer")
+            tokenizer = keras_aim.AIMv2Tokenizer.from_folder(
+                folder + "_tokenizer"
+            )
+            text = keras_aim.AIMv2TextEncoder(
+                **STAND_IN_TEXT,
+                vocabulary_size=tokenizer.vocabulary_size,
+                eos_token_id=tokenizer.end_token_id,
+            )
+            lit = keras_aim.AIMv2LiT(
+                keras_aim.AIMv2Backbone(**STAND_IN_V2),
+                text,
+                projection_dim=32,
+                image_converter=keras_aim.AIMImageConverter(),
+                tokenizer=tokenizer,
+            )
+            lit.save_to_preset(folder)
+            self.folders["lit"] = folder
+        return self.folders["lit"]
+
     def hub_folder(self):
         folder = os.path.join(self.root, HUB_FOLDER)
         if not os.path.isdir(folder):
@@ -217,6 +294,30 @@ def use_stand_ins(monkeypatch, stand_ins):
             return _original(klass, preset, *args, **kwargs)
 
         monkeypatch.setattr(cls, "from_preset", classmethod(from_preset))
+    original_v2 = inspect.getattr_static(
+        keras_aim.AIMv2Backbone, "from_preset"
+    ).__func__
+
+    def from_preset_v2(klass, preset, *args, **kwargs):
+        if isinstance(preset, str):
+            preset = stand_ins.v2_preset(preset) or preset
+        return original_v2(klass, preset, *args, **kwargs)
+
+    monkeypatch.setattr(
+        keras_aim.AIMv2Backbone, "from_preset", classmethod(from_preset_v2)
+    )
+    original_lit = inspect.getattr_static(
+        keras_aim.AIMv2LiT, "from_preset"
+    ).__func__
+
+    def from_preset_lit(klass, preset, *args, **kwargs):
+        if isinstance(preset, str):
+            preset = stand_ins.lit_preset(preset) or preset
+        return original_lit(klass, preset, *args, **kwargs)
+
+    monkeypatch.setattr(
+        keras_aim.AIMv2LiT, "from_preset", classmethod(from_preset_lit)
+    )
 
 
 @pytest.fixture
@@ -273,7 +374,21 @@ def run_python_blocks(page, text, monkeypatch, stand_ins, workdir):
     return ran
 
 
-@pytest.mark.parametrize("page", pages_with(PYTHON))
+def _page_tier(page):
+    """README's blocks on every backend in `make test`; each docs page once
+    (on the backend its tagged blocks name, else the neutral one), and
+    everywhere in `make test-all`: the pages cost 10-20 s each on jax."""
+    if page == "README.md":
+        return pytest.param(page)
+    with open(os.path.join(ROOT, page)) as f:
+        text = f.read()
+    for backend in ("tensorflow", "torch", "jax"):
+        if f"```python {backend}" in text:
+            return pytest.param(page, marks=pytest.mark.large(backend=backend))
+    return pytest.param(page, marks=pytest.mark.large)
+
+
+@pytest.mark.parametrize("page", [_page_tier(p) for p in pages_with(PYTHON)])
 def test_python_blocks_run(
     page, monkeypatch, stand_ins, tmp_path, fast_compilation
 ):

@@ -165,6 +165,7 @@ def test_pass_order_rule():
 
 
 @pytest.mark.parametrize("interpolation", sorted(FILTERS))
+@pytest.mark.large(backend="torch")
 def test_converter_matches_pillow_on_arrays(interpolation):
     """The API path on the backend under test, and the tf.data path."""
     rng = np.random.default_rng(2)
@@ -229,6 +230,7 @@ def test_float_images_follow_pillow_float_mode():
 # The release's pixels, file by file.
 
 
+@pytest.mark.large(backend="tensorflow")
 def test_api_and_pipeline_match_the_release(image_files):
     files, folder = image_files
     converter = AIMImageConverter()
@@ -252,6 +254,7 @@ def test_api_and_pipeline_match_the_release(image_files):
 
 
 @pytest.mark.parametrize("image_size", [336, 448])
+@pytest.mark.large(backend="tensorflow")
 def test_larger_image_sizes_match_the_release(image_files, image_size):
     files, _ = image_files
     converter = default_image_converter((image_size, image_size, 3))

@@ -92,6 +92,7 @@ def test_probe_writes_metrics_confusion_and_classifier(probed):
     assert classifier.num_classes == 10
 
 
+@pytest.mark.large(backend="torch")
 def test_evaluate_reproduces_the_probe_accuracy(probed, tmp_path):
     output_dir, metrics = probed
     out = str(tmp_path / "eval")
@@ -107,6 +108,7 @@ def test_evaluate_reproduces_the_probe_accuracy(probed, tmp_path):
     assert result["split"] == "test" and is_png(result["files"]["confusion"])
 
 
+@pytest.mark.large(backend="torch")
 def test_linear_probe(preset, tmp_path):
     metrics = probe.run(
         preset,
@@ -126,6 +128,7 @@ def test_linear_probe(preset, tmp_path):
 
 
 @pytest.mark.parametrize("rank", [2, 0])
+@pytest.mark.large(backend="torch")
 def test_finetune_with_and_without_lora(preset, tmp_path, rank):
     metrics = finetune.run(
         preset,
@@ -232,7 +235,7 @@ BAD_INPUT = [
     (
         "evaluate",
         ["--preset={classifier}", "--dataset=photos"],
-        "labels would be out of range",
+        "labels would mean other classes",
     ),
 ]
 
@@ -329,7 +332,9 @@ def test_command_line_run(script, preset, probed, tmp_path):
     saved = read_metrics(str(tmp_path))
     assert saved["num_test"] == 539
     if script == "evaluate":
-        assert saved["top1"] == pytest.approx(probed[1]["top1"])
+        # Another process: logits may differ in the last bits, which can
+        # flip a prediction that sits on a tie; one image of 539 at most.
+        assert saved["top1"] == pytest.approx(probed[1]["top1"], abs=1 / 539)
     if script == "finetune":
         assert os.path.exists(os.path.join(str(tmp_path), "lora.weights.h5"))
 

@@ -108,7 +108,7 @@ def backbone_weights(output_dir):
     return [keras.ops.convert_to_numpy(w) for w in backbone.weights]
 
 
-@pytest.mark.large
+@pytest.mark.extra_large
 def test_sigkill_at_several_points_then_resume(tmp_path):
     reference = str(tmp_path / "reference")
     result = subprocess.run(

@@ -33,6 +33,7 @@ from findings import stats as study_stats  # noqa: E402
 from findings import study  # noqa: E402
 
 
+@pytest.mark.large(backend="tensorflow")
 def test_repeated_probe_equals_a_fresh_probe_at_every_call():
     keras.utils.set_random_seed(0)
     backbone = keras_aim.AIMBackbone(
@@ -110,9 +111,9 @@ BAD_FLAGS = [
     (["--head_num_layers=-1"], "--head_num_layers=-1"),
     (["--ablations=heads"], "Unknown --ablations ['heads']"),
     (["--checkpoint_fractions=0.5"], "end with 1.0"),
-    (["--checkpoint_fractions=half,1"], "--checkpoint_fractions takes"),
+    (["--checkpoint_fractions=half,1"], "takes comma-separated floats"),
     (["--widths=30"], "does not divide"),
-    (["--widths=a,16"], "--widths takes"),
+    (["--widths=a,16"], "takes comma-separated integers"),
     (["--preset=aim_9b"], "preset names"),
     (["--quick", "--ablation_size=w99"], "--ablation_size must be one of"),
     (["stray"], "Unexpected arguments"),
@@ -215,10 +216,10 @@ def test_small_study_on_every_backend(small_study):
     _check_findings(output_dir, config)
 
 
-@pytest.mark.large
+@pytest.mark.extra_large
 @pytest.mark.skipif(
-    BACKEND != "jax",
-    reason="the whole --quick study runs on the default backend",
+    BACKEND != "torch",
+    reason="the whole --quick study (eight runs) on one backend is enough",
 )
 def test_quick_study_end_to_end_and_resume(small_study, tmp_path):
     output_dir = str(tmp_path / "study")

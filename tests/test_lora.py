@@ -58,6 +58,7 @@ def test_trainable_parameters_match_the_formula(rank, targets, blocks):
     assert all("lora_kernel" in w.path for w in backbone.trainable_weights)
 
 
+@pytest.mark.large(backend="torch")
 def test_frozen_kernels_do_not_change_and_lora_does():
     backbone = make_backbone()
     backbone.enable_lora(2)

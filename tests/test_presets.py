@@ -67,6 +67,7 @@ def test_backbone_from_classifier_preset(classifier_folder, images):
     )
 
 
+@pytest.mark.large(backend="torch")
 def test_image_shape_and_dtype_overrides(classifier_folder, images):
     classifier, folder = classifier_folder
     dynamic = keras_aim.AIMImageClassifier.from_preset(
@@ -164,6 +165,7 @@ def test_plain_name_without_network_explains_local_folder(monkeypatch):
         )
 
 
+@pytest.mark.large(backend="torch")
 def test_classifier_preset_architecture_offline():
     classifier = keras_aim.AIMImageClassifier.from_preset(
         "aim_600m", load_weights=False, dtype="bfloat16", probe_layers="last"

@@ -10,6 +10,7 @@ is killed with SIGTERM and resumed.
 """
 
 import csv
+import dataclasses
 import json
 import os
 import signal
@@ -63,15 +64,26 @@ def losses(output_dir):
     )
 
 
-def assert_same_curve(output_dir, reference_dir, num_steps=8, every=1):
+def assert_same_curve(
+    output_dir, reference_dir, num_steps=8, every=1, same_process=True
+):
+    """The two runs logged the same steps and losses.
+
+    Bit equality only where it is guaranteed: on jax, within one process
+    (the same compiled programs on the same inputs). Across processes the
+    compiler settings, thread scheduling and kernel choice may differ, so
+    a tolerance: a resume bug (a lost or repeated step, optimizer state
+    not restored) moves the losses by 1e-2 or more; float32 rounding over
+    40 steps of a tiny model stays near 1e-6 (3e-7 seen).
+    """
     steps, got = losses(output_dir)
     ref_steps, want = losses(reference_dir)
     expected = sorted(set(range(every, num_steps + 1, every)) | {num_steps})
     assert steps == ref_steps == expected
-    if EXACT:
+    if EXACT and same_process:
         np.testing.assert_array_equal(got, want)
     else:
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
 
 
 class CallbackAt(keras.callbacks.Callback):
@@ -190,6 +202,7 @@ def test_run_writes_log_plots_checkpoints_and_backbone(straight_run):
     assert backbone.hidden_dim == 32 and backbone.num_layers == 1
 
 
+@pytest.mark.large(backend="torch")
 def test_stop_crash_and_resume_match_the_uninterrupted_curve(
     straight_run, tmp_path
 ):
@@ -232,7 +245,17 @@ def test_resume_with_other_settings_is_refused(straight_run, tmp_path):
         pretrain.run(output_dir=output_dir, **{**TINY, "batch_size": 4})
 
 
-def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path, capsys):
+@pytest.mark.large(backend="torch")
+def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(
+    tmp_path, capsys, monkeypatch
+):
+    # The flag refuses rates above 10 (no run diverges in 8 steps below
+    # that); lifted here to reach the guard, as the Python API can.
+    unbounded = tuple(
+        dataclasses.replace(f, maximum=None) if f.name == "learning_rate" else f
+        for f in pretrain.SCRIPT.flags
+    )
+    monkeypatch.setattr(pretrain.SCRIPT, "flags", unbounded)
     output_dir = str(tmp_path / "nan")
     message = exit_error(
         pretrain.main,
@@ -319,6 +342,7 @@ def test_read_only_output_dir_fails(tmp_path):
             folder.chmod(0o700)
 
 
+@pytest.mark.large(backend="torch")
 def test_windows_of_steps_resume_onto_the_same_rows(tmp_path):
     settings = {**TINY, "log_every": 3}
     straight = str(tmp_path / "straight")
@@ -387,7 +411,7 @@ def test_subprocess_sigterm_then_resume(tmp_path):
     assert [step for step, _ in manager.checkpoints()] == [stopped_at]
     result = subprocess.run(argv, env=env, capture_output=True, timeout=300)
     assert result.returncode == 0, result.stderr.decode()[-2000:]
-    assert_same_curve(output_dir, reference, num_steps=40)
+    assert_same_curve(output_dir, reference, num_steps=40, same_process=False)
 
 
 def test_epochs_set_the_number_of_steps():

@@ -36,6 +36,7 @@ def digits_split():
 
 
 @pytest.mark.parametrize("probe", ["attentive", "linear"])
+@pytest.mark.large(backend="torch")
 def test_cached_features_give_the_same_accuracy(backbone, digits_split, probe):
     train, test = digits_split
     results = []

@@ -34,6 +34,7 @@ SOME = settings(
     channels=st.integers(1, 4),
     batch=st.integers(1, 3),
 )
+@pytest.mark.large(backend="torch")
 def test_patchify_unpatchify_round_trip(patch, grid, channels, batch):
     shape = (batch, grid[0] * patch, grid[1] * patch, channels)
     images = np.random.default_rng(0).normal(size=shape).astype("float32")
@@ -216,6 +217,7 @@ JSON_VALUES = st.recursive(
         max_size=3,
     )
 )
+@pytest.mark.large(backend="torch")
 def test_hub_config_json_fuzz(tmp_path_factory, changes):
     from tests import reference as ref
 

@@ -61,6 +61,7 @@ def variable_specs(model):
 
 
 @pytest.mark.parametrize("mode", MODES)
+@pytest.mark.large(backend="torch")
 def test_every_projection_is_quantized_and_stays_close_to_float(mode):
     classifier = make_classifier()
     layers = projections(classifier)
@@ -84,6 +85,7 @@ def test_every_projection_is_quantized_and_stays_close_to_float(mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
+@pytest.mark.large(backend="torch")
 def test_every_projection_of_the_backbone_is_quantized(mode):
     backbone = make_classifier().backbone
     backbone.quantize(mode)
@@ -130,6 +132,7 @@ def test_int8_projection_matches_numpy():
 
 
 @pytest.mark.parametrize("mode", MODES)
+@pytest.mark.large(backend="torch")
 def test_keras_file_and_preset_round_trips(mode, tmp_path):
     classifier = make_classifier()
     classifier.quantize(mode)
@@ -155,6 +158,7 @@ def test_keras_file_and_preset_round_trips(mode, tmp_path):
     )
 
 
+@pytest.mark.large(backend="torch")
 def test_backbone_preset_round_trip_and_a_new_head(tmp_path):
     backbone = make_classifier().backbone
     backbone.quantize("int8")
@@ -168,6 +172,7 @@ def test_backbone_preset_round_trip_and_a_new_head(tmp_path):
     assert not any(path.startswith("probe_head") for path in found)
 
 
+@pytest.mark.large(backend="torch")
 def test_preset_dtype_override_keeps_the_quantized_layers(tmp_path):
     classifier = make_classifier()
     classifier.quantize("int8")
@@ -199,6 +204,7 @@ def test_a_bad_mode_is_refused():
     assert not quantization.quantized_layers(classifier)
 
 
+@pytest.mark.large(backend="torch")
 def test_quantizing_twice_is_refused():
     backbone = make_classifier().backbone
     backbone.quantize("int8")
@@ -206,6 +212,7 @@ def test_quantizing_twice_is_refused():
         backbone.quantize("int4")
 
 
+@pytest.mark.large(backend="torch")
 def test_filters_select_projections():
     backbone = make_classifier().backbone
     backbone.quantize("int8", filters="mlp_")
@@ -218,6 +225,7 @@ def test_filters_select_projections():
 
 
 @pytest.mark.parametrize("mode", ["int8", "int4"])
+@pytest.mark.large(backend="torch")
 def test_qlora_trains_only_the_adapters_and_round_trips(mode, tmp_path):
     backbone = make_classifier().backbone
     backbone.quantize(mode)
@@ -245,6 +253,7 @@ def test_qlora_trains_only_the_adapters_and_round_trips(mode, tmp_path):
     np.testing.assert_array_equal(to_numpy(fresh(x)), after)
 
 
+@pytest.mark.large(backend="torch")
 def test_lora_on_float8_and_merging_quantized_kernels_are_refused():
     backbone = make_classifier().backbone
     backbone.quantize("float8")

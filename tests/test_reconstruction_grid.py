@@ -11,6 +11,7 @@ from test_training import tiny_sequential
 import keras_aim
 
 
+@pytest.mark.large(backend="torch")
 def test_reconstruction_grid_in_a_plain_fit(tmp_path):
     pretrainer = tiny_pretrainer()
     images, _ = keras_aim.data.probe_dataset("digits", "test")

@@ -236,6 +236,7 @@ def damage(path, kind, where):
     where=st.floats(0.0, 1.0),
     damaged=st.integers(1, 2),
 )
+@pytest.mark.large(backend="torch")
 def test_resume_falls_back_to_the_newest_valid_checkpoint(
     tmp_path_factory, kind, where, damaged
 ):

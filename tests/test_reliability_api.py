@@ -284,6 +284,7 @@ def test_valid_masks_match_numpy(num, data, numpy_ints):
 
 @settings(max_examples=10, deadline=None)
 @given(batch=st.integers(1, 3), prefix=st.integers(0, N - 1))
+@pytest.mark.large(backend="tensorflow")
 def test_one_prefix_length_is_broadcast_to_the_batch(models, batch, prefix):
     pretrainer = models[2]
     images = images_of(batch)

@@ -193,6 +193,7 @@ def test_a_state_json_with_wrong_types_is_damage_and_falls_back(
 
 @settings(max_examples=10, deadline=None)
 @given(version=st.integers(3, 10**6))
+@pytest.mark.large(backend="torch")
 def test_a_newer_format_is_a_settings_error_not_damage(
     tmp_path_factory, version
 ):

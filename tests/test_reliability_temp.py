@@ -74,6 +74,7 @@ def test_a_temporary_memmap_leaves_nothing_on_disk(tmp_path_factory, shape):
     assert float(array.sum()) == 3 * array.size  # never shared
 
 
+@pytest.mark.large(backend="jax")
 def test_two_probes_never_share_or_leave_a_cache(digits, tmp_path, monkeypatch):
     backbone, test = digits
     monkeypatch.setattr(features_module, "IN_MEMORY_LIMIT_BYTES", 0)
@@ -217,6 +218,7 @@ def write_old(final):
         unique=True,
     ),
 )
+@pytest.mark.large(backend="torch")
 def test_killed_writes_are_cleaned_by_the_next_one(
     tmp_path_factory, files, kill, had_old, decoys
 ):

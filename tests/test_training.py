@@ -108,6 +108,7 @@ def count_conversions(monkeypatch, steps, log_every, tmp_path):
     return len(calls)
 
 
+@pytest.mark.large(backend="torch")
 def test_host_transfers_grow_with_windows_not_steps(monkeypatch, tmp_path):
     eight = count_conversions(monkeypatch, 8, 8, tmp_path)
     sixteen = count_conversions(monkeypatch, 16, 8, tmp_path)

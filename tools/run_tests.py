@@ -1,14 +1,16 @@
 """Runs lint and the test suite once per Keras backend, in tiers.
 
 Usage: python tools/run_tests.py [--all] [--backends jax,torch,tensorflow]
-       [--workers N] [--no-lint] [-- extra pytest args]
+       [--workers N] [--in-turn] [--no-lint] [-- extra pytest args]
 
 - default (`make test`): lint, every fast test on every backend, and each
   test marked `large` once, on the backend it is about (`--run_large=once`).
 - `--all` (`make test-all`, CI): everything on every backend, `large` and
   `extra_large` included.
 
-Each backend runs in its own process (KERAS_BACKEND is read at import).
+Each backend runs in its own pytest session (KERAS_BACKEND is read at
+import): by default the three at once, one process each; with `--all` or
+`--in-turn` one after another, with two xdist workers each.
 Prints the 15 slowest tests per backend, a per-backend table and a closing
 "N passed, N failed" line; exits non-zero if lint or any backend failed.
 """
@@ -18,6 +20,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,38 +44,102 @@ def tier_options(run_all):
     return ["--run_large=once"]
 
 
-def run_backend(backend, workers, options, fast_xla):
+def start_backend(backend, workers, options, fast_xla, log):
+    """Starts one backend's pytest session, its output into `log`."""
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
-    if fast_xla:  # see tests/conftest.py
-        env["KERAS_AIM_FAST_XLA"] = "1"
+    if fast_xla:  # JAX reads it at import, here and in every subprocess
+        env["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
     command = [sys.executable, "-m", "pytest", "tests", "-q", "-ra"]
     command += ["--durations=15", "--durations-min=1.0"]
     if workers > 1:
         command += ["-n", str(workers), "--dist", "loadfile"]
     command += options
-    print(
-        f"\n===== KERAS_BACKEND={backend}: {' '.join(command[2:])}", flush=True
+    header = f"\n===== KERAS_BACKEND={backend}: {' '.join(command[2:])}\n"
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
     )
-    start = time.time()
-    process = subprocess.run(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
-    )
-    sys.stdout.write(process.stdout)
+    return header, process
+
+
+def finish_backend(backend, header, process, log, start):
+    """Waits for a session; prints its output; returns its results."""
+    code = process.wait()
+    seconds = time.time() - start
+    log.seek(0)
+    output = log.read().decode("utf-8", "replace")
+    sys.stdout.write(header + output)
     sys.stdout.flush()
-    lines = [line for line in process.stdout.splitlines() if line.strip()]
+    lines = [line for line in output.splitlines() if line.strip()]
     summary = lines[-1] if lines else ""
     counts = {"passed": 0, "failed": 0, "skipped": 0, "errors": 0}
     for number, kind in COUNT.findall(summary):
         key = "errors" if kind.startswith("error") else kind
         if key in counts:
             counts[key] += int(number)
-    return process.returncode, counts, time.time() - start
+    if code != 0 and counts["failed"] + counts["errors"] == 0:
+        # The session died before its summary (a signal, a crash in native
+        # code): that is a failure even though no test was counted as one.
+        counts["errors"] += 1
+        print(
+            f"\n!!!!! the {backend} session ended with status {code} "
+            "before its summary"
+        )
+    return code, counts, seconds
+
+
+def run_backends(backends, workers, options, fast_xla, concurrent):
+    """Runs each backend's session, one after another or all at once.
+
+    At once (`make test`): three single-process sessions share the cores,
+    so no core idles while one backend imports, collects or runs its last
+    slow test; one after another (`make test-all`): each session with
+    `workers` xdist workers.
+    """
+    results = {}
+    if concurrent:
+        started = []
+        for backend in backends:
+            log = tempfile.TemporaryFile()
+            started.append(
+                (
+                    backend,
+                    log,
+                    *start_backend(backend, workers, options, fast_xla, log),
+                    time.time(),
+                )
+            )
+        for backend, log, header, process, start in started:
+            with log:
+                results[backend] = finish_backend(
+                    backend, header, process, log, start
+                )
+        return results
+    for backend in backends:
+        with tempfile.TemporaryFile() as log:
+            start = time.time()
+            header, process = start_backend(
+                backend, workers, options, fast_xla, log
+            )
+            print(header, end="", flush=True)
+            results[backend] = finish_backend(backend, "", process, log, start)
+    return results
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backends", default="jax,torch,tensorflow")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="xdist workers per backend (default: 1 at once, 2 in turn)",
+    )
+    parser.add_argument(
+        "--in-turn",
+        action="store_true",
+        help="one backend after another (the default with --all) instead "
+        "of all at once",
+    )
     parser.add_argument("--no-lint", action="store_true")
     parser.add_argument(
         "--all",
@@ -84,12 +151,16 @@ def main():
 
     start = time.time()
     lint_ok = True if args.no_lint else run_lint()
-    results = {}
     options = tier_options(args.all) + extra
-    for backend in args.backends.split(","):
-        results[backend] = run_backend(
-            backend, args.workers, options, fast_xla=not args.all
-        )
+    concurrent = not (args.all or args.in_turn)
+    workers = args.workers or (1 if concurrent else 2)
+    results = run_backends(
+        args.backends.split(","),
+        workers,
+        options,
+        fast_xla=not args.all,
+        concurrent=concurrent,
+    )
 
     print("\n===== per-backend results")
     print(

@@ -3,9 +3,14 @@
 dict."""
 
 import os
+import sys
 import time
 
 import numpy as np
+
+# The attention-kernel detection shared with the CPU benchmarks.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import attention_kernel  # noqa: E402
 
 OOM_WORDS = ("out of memory", "resource_exhausted", "resource exhausted")
 
@@ -117,7 +122,8 @@ def attention_inputs(geometry, batch=2, masked=True):
     head_dim = geometry["hidden_dim"] // heads
     rng = np.random.default_rng(0)
     shape = (batch, tokens, heads, head_dim)
-    dtype = "bfloat16" if device_name() != "cpu" else "float32"
+    on_cpu = device_name().startswith("cpu")  # jax says "cpu: cpu"
+    dtype = "float32" if on_cpu else "bfloat16"
     q, k, v = (
         keras.ops.cast(rng.normal(size=shape).astype("float32"), dtype)
         for _ in range(3)
@@ -129,74 +135,12 @@ def attention_inputs(geometry, batch=2, masked=True):
     return q, k, v, mask
 
 
-def torch_kernel(q, k, v, mask):
-    import keras
-    import torch
-
-    from keras_aim.layers.transformer_block import flash_attention_setting
-
-    setting = flash_attention_setting()
-    with torch.profiler.profile() as profiler:
-        out = keras.ops.dot_product_attention(
-            q, k, v, mask=mask, flash_attention=setting
-        )
-        synchronize(out)
-    names = sorted(
-        {
-            e.key
-            for e in profiler.key_averages()
-            if "attention" in e.key or "flash" in e.key or "sdp" in e.key
-        }
-    )
-    specific = [n for n in names if "_scaled_dot_product_" in n]
-    return {
-        "ran": specific[-1] if specific else (names[-1] if names else "?"),
-        "ops": names,
-        "flash_attention_argument": setting,
-    }
-
-
-def jax_kernel(q, k, v, mask):
-    import jax
-    import keras
-
-    from keras_aim.layers.transformer_block import flash_attention_setting
-
-    setting = flash_attention_setting()
-
-    def attend(q, k, v, mask):
-        return keras.ops.dot_product_attention(
-            q, k, v, mask=mask, flash_attention=setting
-        )
-
-    text = jax.jit(attend).lower(q, k, v, mask).compile().as_text()
-    lowered = text.lower()
-    if "cudnn" in lowered and "fmha" in lowered:
-        ran = "cudnn fused attention"
-    elif "splash" in lowered or "mosaic" in lowered:
-        ran = "splash (pallas)"
-    else:
-        ran = "xla (plain softmax attention)"
-    calls = sorted(
-        {
-            line.split('custom_call_target="')[1].split('"')[0]
-            for line in text.splitlines()
-            if 'custom_call_target="' in line
-        }
-    )
-    return {
-        "ran": ran,
-        "custom_calls": calls,
-        "flash_attention_argument": setting,
-    }
-
-
 def kernel(geometry, batches):
     report = {"device": device_name()}
     for masked in (True, False):
         q, k, v, mask = attention_inputs(geometry, masked=masked)
-        find = torch_kernel if backend() == "torch" else jax_kernel
-        report["prefix_mask" if masked else "no_mask"] = find(q, k, v, mask)
+        key = "prefix_mask" if masked else "no_mask"
+        report[key] = attention_kernel.detect_call(q, k, v, mask)
     if backend() == "torch":
         import torch
 

@@ -36,7 +36,10 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(1, os.path.dirname(HERE))  # benchmarks/: shared helpers
+import bench_utils  # noqa: E402
 import parts  # noqa: E402
 
 GEOMETRY = {  # aim_600m, and the tiny dry-run stand-in
@@ -159,6 +162,7 @@ def main(argv=None):
         "machine": {
             "python": platform.python_version(),
             "processor": platform.processor(),
+            "cpu": bench_utils.cpu_info(),
             "cpus": os.cpu_count(),
         },
         "skipped_backends": skipped,

@@ -3,8 +3,14 @@
 - `readers`: lazy tensor readers (safetensors, `.pth`).
 - `released_aim`: the released AIM layout: its config, key map and the
   tensor-by-tensor assignment into a Keras model.
+- `released_aimv2`: the AIMv2 key layouts (the release's pinned hub
+  revisions, transformers' `Aimv2VisionModel`, the LiT image tower), told
+  apart by their keys, and their assignment into an `AIMv2Backbone`;
+  `released_aimv2_lit` the rest of the LiT checkpoint (text tower, head,
+  projections, temperature) for an `AIMv2LiT`; `plans` the checked,
+  tensor-by-tensor assignment they share.
 - `loaders`: `ReleasedCheckpointLoader`, the `PresetLoader` of released
-  folders and `.pth` pairs.
+  folders and `.pth` pairs; `aimv2_loaders` the AIMv2 ones.
 - `cli` (`python -m keras_aim.convert`): released checkpoint -> Keras
   preset folder.
 

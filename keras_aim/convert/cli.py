@@ -8,8 +8,11 @@ Usage:
         [--overwrite]
 
 SOURCE is a folder in the released hub layout (`config.json` +
-`model.safetensors`, as in `apple/aim-600M`) or a backbone `.pth` file of
-the `apple/AIM` release, optionally with its head `.pth` (`--head`). The
+`model.safetensors`, as in `apple/aim-600M`, or an AIMv2 one such as
+`apple/aimv2-large-patch14-224`, in the release's or transformers' key
+layout; the LiT folder `apple/aimv2-large-patch14-224-lit` gives an
+`AIMv2LiT` with its tokenizer) or a backbone `.pth` file of the
+`apple/AIM` release, optionally with its head `.pth` (`--head`). The
 architecture is read from the tensors' shapes; the number of heads comes
 from `--num-heads`, the preset name (`--preset aim_600m`) or the hub
 config. The result is a Keras preset folder that
@@ -26,13 +29,19 @@ Example:
 import argparse
 import os
 
+from keras_aim.convert.aimv2_loaders import AIMv2CheckpointLoader
 from keras_aim.convert.loaders import ReleasedCheckpointLoader
 from keras_aim.convert.readers import open_state_dict
 from keras_aim.convert.released_aim import has_head
 from keras_aim.convert.released_aim import infer_config
+from keras_aim.convert.released_aim import read_hub_config
+from keras_aim.convert.released_aimv2 import is_aimv2_config
 from keras_aim.models.aim import aim_presets as presets
 from keras_aim.models.aim.aim_backbone import AIMBackbone
 from keras_aim.models.aim.aim_image_classifier import AIMImageClassifier
+from keras_aim.models.aimv2 import aimv2_presets
+from keras_aim.models.aimv2.aimv2_backbone import AIMv2Backbone
+from keras_aim.models.aimv2.aimv2_lit import AIMv2LiT
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -57,8 +66,9 @@ def _parser():
     parser.add_argument("--head", help="head .pth file (apple/AIM layout)")
     parser.add_argument(
         "--preset",
-        help="released size (aim_600m, aim_1b, aim_3b, aim_7b): gives the "
-        "number of heads and is checked against the tensors",
+        help="released size (aim_600m, aim_1b, aim_3b, aim_7b, or an AIMv2 "
+        "name such as aimv2_large_patch14_224): gives the number of heads "
+        "and is checked against the tensors",
     )
     parser.add_argument("--num-heads", type=int, help="attention heads")
     parser.add_argument(
@@ -158,11 +168,13 @@ def convert(args):
         raise ValueError(
             f"--output {output} is not empty; pass --overwrite to write there."
         )
+    source = os.fspath(args.source)
+    if os.path.isdir(source) and is_aimv2_config(read_hub_config(source)):
+        return _convert_aimv2(args, source, output)
     spec = None
     if args.preset is not None:
         spec = presets.PRESETS[presets.check_preset_name(args.preset)]
     probe_layers = _probe_layers(args.probe_layers)
-    source = os.fspath(args.source)
     if not os.path.exists(source):
         raise FileNotFoundError(f"SOURCE {source} does not exist.")
     sources = {os.path.realpath(source)}
@@ -210,6 +222,51 @@ def convert(args):
     return model
 
 
+def _convert_aimv2(args, source, output):
+    """Converts an AIMv2 hub folder (either key layout) into a preset."""
+    if os.path.realpath(output) == os.path.realpath(source):
+        raise ValueError(
+            f"--output {output} is the source's own folder; pass another one."
+        )
+    if args.head is not None or args.probe_layers is not None:
+        raise ValueError(
+            "--head and --probe-layers go with AIM classification heads; an "
+            "AIMv2 hub folder holds no classification head."
+        )
+    loader = AIMv2CheckpointLoader.from_hub_folder(source)
+    with open_state_dict(*loader.paths) as reader:
+        inferred = loader.architecture(reader)
+    if args.preset is not None:
+        name = aimv2_presets.check_preset_name(args.preset)
+        arch = aimv2_presets.PRESETS[name]["backbone"]
+        for key in ("patch_size", "hidden_dim", "num_layers"):
+            if arch[key] != inferred[key]:
+                raise ValueError(
+                    f"--preset {name} has {key}={arch[key]} but the "
+                    f"checkpoint's tensors have {key}={inferred[key]}."
+                )
+        if args.num_heads not in (None, arch["num_heads"]):
+            raise ValueError(
+                f"--num-heads {args.num_heads} contradicts --preset {name}, "
+                f"which has {arch['num_heads']} heads."
+            )
+        loader.num_heads = arch["num_heads"]
+    if args.num_heads is not None:
+        loader.num_heads = args.num_heads
+    options = dict(
+        image_shape=_image_shape(args.image_size, inferred["num_channels"]),
+        dtype=None if args.dtype == "float32" else args.dtype,
+    )
+    if options["image_shape"] is None:
+        del options["image_shape"]
+    if inferred["prefix"]:  # A LiT checkpoint: both towers.
+        model = loader.load_lit(AIMv2LiT, **options)
+    else:
+        model = loader.load_backbone(AIMv2Backbone, **options)
+    model.save_to_preset(output)
+    return model
+
+
 def main(argv=None):
     """Command-line entry point; returns the process exit status."""
     parser = _parser()
@@ -218,7 +275,8 @@ def main(argv=None):
         model = convert(args)
     except (ValueError, FileNotFoundError, ImportError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
-    backbone = getattr(model, "backbone", model)
+    backbone = getattr(model, "backbone", None)
+    backbone = getattr(model, "image_encoder", backbone) or model
     what = type(model).__name__
     if what == "AIMImageClassifier":
         what += f" (probe_layers={model.probe_layers})"

@@ -11,6 +11,8 @@ time. It never imports the models.
 import hashlib
 import os
 
+from keras_aim.convert.aimv2_loaders import AIMv2CheckpointLoader
+from keras_aim.convert.aimv2_loaders import BuiltinAIMv2Loader
 from keras_aim.convert.readers import open_state_dict
 from keras_aim.convert.readers import without_head
 from keras_aim.convert.released_aim import HUB_CONFIG_FILE
@@ -23,6 +25,7 @@ from keras_aim.convert.released_aim import hub_probe_layers
 from keras_aim.convert.released_aim import infer_config
 from keras_aim.convert.released_aim import load_released_weights
 from keras_aim.convert.released_aim import read_hub_config
+from keras_aim.convert.released_aimv2 import is_aimv2_config
 from keras_aim.models.aim.aim_image_converter import default_image_converter
 from keras_aim.models.aim.aim_presets import DEFAULT_IMAGE_SHAPE
 from keras_aim.models.aim.aim_presets import NUM_CLASSES
@@ -30,10 +33,12 @@ from keras_aim.models.aim.aim_presets import PRESETS
 from keras_aim.models.aim.aim_presets import PTH_REPO
 from keras_aim.models.aim.aim_presets import check_preset_name
 from keras_aim.models.aim.aim_presets import released_sha256_prefix
+from keras_aim.models.aimv2 import aimv2_presets
 from keras_aim.utils import io_utils
 from keras_aim.utils.preset_utils import CONFIG_FILE
 from keras_aim.utils.preset_utils import KerasPresetLoader
 from keras_aim.utils.preset_utils import PresetLoader
+from keras_aim.utils.preset_utils import registered_class
 from keras_aim.utils.validation import backbone_parameter_count
 from keras_aim.utils.validation import check_num_heads
 from keras_aim.utils.validation import reject_task_args
@@ -147,6 +152,9 @@ class ReleasedCheckpointLoader(PresetLoader):
             check_released_sha256(path)
         probe_layers = head_file_probe_layers(head_path) if head_path else None
         return cls(paths, num_heads=num_heads, probe_layers=probe_layers)
+
+    def backbone_class(self):
+        return registered_class("AIMBackbone")
 
     def load_backbone(self, cls, load_weights=True, **kwargs):
         reject_task_args(cls, kwargs)
@@ -271,7 +279,16 @@ def get_preset_loader(preset):
             f"`preset` {preset!r} is a file; pass its folder, or convert "
             "released .pth checkpoints with `python -m keras_aim.convert`."
         )
-    return BuiltinPresetLoader(check_preset_name(preset))
+    if preset in aimv2_presets.PRESETS:
+        return BuiltinAIMv2Loader(preset)
+    if preset.startswith("aimv2"):
+        aimv2_presets.check_preset_name(preset)
+    try:
+        return BuiltinPresetLoader(check_preset_name(preset))
+    except ValueError as error:
+        raise ValueError(
+            f"{error} AIMv2 presets: {', '.join(aimv2_presets.PRESETS)}."
+        ) from None
 
 
 def _folder_loader(folder):
@@ -286,10 +303,13 @@ def _folder_loader(folder):
             return KerasPresetLoader(folder, config)
     if isinstance(config, dict) and "embed_dim" in config:
         return ReleasedCheckpointLoader.from_hub_folder(folder, config)
+    if is_aimv2_config(config):
+        return AIMv2CheckpointLoader.from_hub_folder(folder, config)
     raise ValueError(
         f"{config_path!r} is neither a Keras preset config (class_name + "
-        "config) nor a released AIM config (img_size, patch_size, embed_dim, "
-        "num_blocks, num_heads, ...)."
+        "config), a released AIM config (img_size, patch_size, embed_dim, "
+        "num_blocks, num_heads, ...) nor an AIMv2 one (model_type 'aimv2' "
+        "or 'aimv2_vision_model', hidden_size, num_hidden_layers, ...)."
     )
 
 
@@ -303,6 +323,9 @@ class BuiltinPresetLoader(PresetLoader):
     def __init__(self, name):
         self.name = name
         self.spec = PRESETS[name]
+
+    def backbone_class(self):
+        return registered_class("AIMBackbone")
 
     def load_backbone(self, cls, load_weights=True, **kwargs):
         reject_task_args(cls, kwargs)

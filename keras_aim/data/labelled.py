@@ -60,6 +60,9 @@ class LabelledImages:
         skipped: `[(path, reason)]` of the files skipped so far.
         files: the image files in order (folders), else `None`.
         arrays: `(images, labels)` NumPy arrays when held in memory.
+        empty_classes: class sub-folders of a folder left out of
+            `class_names` for holding no images (none when `class_names`
+            were given: those label every sub-folder).
     """
 
     dataset: object
@@ -70,6 +73,7 @@ class LabelledImages:
     skipped: list = dataclasses.field(default_factory=list)
     files: list | None = None
     arrays: tuple | None = None
+    empty_classes: list = dataclasses.field(default_factory=list)
 
     @property
     def num_classes(self):
@@ -121,6 +125,7 @@ def labelled_images(
     crops_per_image=64,
     image_key="image",
     label_key="label",
+    class_names=None,
 ):
     """Returns a `LabelledImages` split of `source` (see the module doc).
 
@@ -137,6 +142,13 @@ def labelled_images(
         crops_per_image: int, crops per photo (`"photos"`).
         image_key: the image feature of a tfds dataset.
         label_key: the label feature of a tfds dataset.
+        class_names: the label names a model was trained with (label `i`
+            is `class_names[i]`), or `None` to take the source's own. A
+            folder's class sub-folders are then labelled by name: a
+            sub-folder that is not named, or a name without a sub-folder,
+            is a `ValueError` (a sub-folder without images is a class
+            with no images); a built-in or tfds set must have exactly
+            these names.
 
     Example:
 
@@ -170,16 +182,24 @@ def labelled_images(
             raise ValueError(
                 f"{source!r} has train and test splits only; got split='all'."
             )
-        return _builtin(source, split, image_size, seed, crops_per_image)
+        return _named(
+            _builtin(source, split, image_size, seed, crops_per_image),
+            class_names,
+        )
     if image_converter is None:
         size = image_size or RELEASE_IMAGE_SIZE
         image_converter = default_image_converter((size, size, 3))
     if source.startswith("tfds:"):
-        return _tfds(
-            source, split, image_converter, data_dir, image_key, label_key
+        return _named(
+            _tfds(
+                source, split, image_converter, data_dir, image_key, label_key
+            ),
+            class_names,
         )
     if os.path.isdir(source):
-        return _folder(source, split, image_converter, seed, test_fraction)
+        return _folder(
+            source, split, image_converter, seed, test_fraction, class_names
+        )
     raise ValueError(
         "`source` must be 'digits', 'photos', 'tfds:NAME[:SPLIT]' or an "
         f"existing image folder; got source={source!r}."
@@ -206,6 +226,45 @@ def _builtin(source, split, image_size, seed, crops_per_image):
     )
 
 
+def _check_names(class_names):
+    if class_names is None:
+        return None
+    if isinstance(class_names, (str, bytes)) or not all(
+        isinstance(n, str) and n for n in class_names
+    ):
+        raise ValueError(
+            "`class_names` must be a list of non-empty strings or None; got "
+            f"{class_names!r:.200}."
+        )
+    names = list(class_names)
+    if len(set(names)) != len(names):
+        raise ValueError("`class_names` names a class more than once.")
+    return names
+
+
+def _named(images, class_names):
+    """Checks a built-in or tfds set's own names against `class_names`."""
+    names = _check_names(class_names)
+    own = list(images.class_names)
+    if names is not None and own != names:
+        differ = next(
+            (i for i, (a, b) in enumerate(zip(own, names)) if a != b),
+            min(len(own), len(names)),
+        )
+        raise ValueError(
+            f"{images.source!r} has {images.num_classes} classes "
+            f"{_listing(images.class_names)} but the model's {len(names)} "
+            f"classes are {_listing(names)} (first difference at label "
+            f"{differ}): its labels would mean other classes."
+        )
+    return images
+
+
+def _listing(names, count=4):
+    shown = ", ".join(repr(n) for n in names[:count])
+    return f"[{shown}{', ...' if len(names) > count else ''}]"
+
+
 def _class_names(root):
     if not os.path.isdir(root):
         return []
@@ -217,8 +276,48 @@ def _class_names(root):
     )
 
 
-def _folder_split(folder, split, seed, test_fraction):
-    """`(files, labels, class_names)` of a split of an ImageNet-layout tree."""
+def _class_folders(root):
+    """Every class sub-folder of `root`: with images, or not hidden."""
+    if not os.path.isdir(root):
+        return []
+    return sorted(
+        name
+        for name in os.listdir(root)
+        if os.path.isdir(os.path.join(root, name))
+        and (
+            not name.startswith(".")
+            or list_image_files(os.path.join(root, name))
+        )
+    )
+
+
+def _match_folders(root, class_names):
+    """`class_names` checked against the class sub-folders of `root`."""
+    folders = _class_folders(root)
+    extra = sorted(set(folders) - set(class_names))
+    missing = [n for n in class_names if n not in set(folders)]
+    if extra or missing:
+        problems = []
+        if extra:
+            problems.append(
+                f"sub-folders that are not classes of the model: "
+                f"{_listing(extra)}"
+            )
+        if missing:
+            problems.append(
+                f"no sub-folder for the model's classes {_listing(missing)}"
+            )
+        raise ValueError(
+            f"The class folders of {root!r} do not match the model's "
+            f"{len(class_names)} classes: {'; '.join(problems)}. Labels "
+            "are matched by folder name; rename the folders (an empty "
+            "folder stands for a class without images)."
+        )
+
+
+def _folder_split(folder, split, seed, test_fraction, class_names=None):
+    """`(files, labels, class_names, root)` of a split of an ImageNet-layout
+    tree; the names are `class_names` when given (checked against it)."""
     test_root = next(
         (
             os.path.join(folder, name)
@@ -243,6 +342,9 @@ def _folder_split(folder, split, seed, test_fraction):
     else:
         root = folder
         names = _class_names(folder)
+    if class_names is not None:
+        names = class_names
+        _match_folders(root, names)
     if not names:
         raise ValueError(
             f"`source`={folder!r} needs one sub-folder of images per class "
@@ -266,12 +368,14 @@ def _folder_split(folder, split, seed, test_fraction):
             class_files = [class_files[i] for i in sorted(chosen)]
         files.extend(class_files)
         labels.extend([label] * len(class_files))
-    return files, labels, names
+    return files, labels, names, root
 
 
-def _folder(folder, split, converter, seed, test_fraction):
+def _folder(folder, split, converter, seed, test_fraction, class_names=None):
     tf = import_tensorflow()
-    files, labels, names = _folder_split(folder, split, seed, test_fraction)
+    files, labels, names, root = _folder_split(
+        folder, split, seed, test_fraction, _check_names(class_names)
+    )
     label_of = dict(zip(files, labels))
     kept, skipped = readable_files(files, f"images in {folder!r}")
     if not kept:
@@ -297,6 +401,7 @@ def _folder(folder, split, converter, seed, test_fraction):
         split=split,
         skipped=skipped,
         files=kept,
+        empty_classes=sorted(set(_class_folders(root)) - set(names)),
     )
 
 

@@ -22,7 +22,13 @@ import keras
 
 from keras_aim.models.aim.aim_layout import REPLICATED
 from keras_aim.models.aim.aim_layout import SHARDED
-from keras_aim.models.aim.aim_layout import layout_rules as _rules
+from keras_aim.models.aim.aim_layout import layout_rules as _aim_rules
+from keras_aim.models.aimv2.aimv2_layout import layout_rules as _aimv2_rules
+
+
+def _rules(model_dim, data_dim):
+    """The rules of every family (each variable path matches one)."""
+    return _aim_rules(model_dim, data_dim) + _aimv2_rules(model_dim, data_dim)
 
 
 def get_layout_map(
@@ -38,7 +44,8 @@ def get_layout_map(
 
     Returns:
         A `LayoutMap` whose keys cover every variable of `AIMBackbone`,
-        `AIMPretrainer` and `AIMImageClassifier` exactly once (replicated
+        `AIMv2Backbone`, `AIMPretrainer` and `AIMImageClassifier` exactly
+        once (replicated
         variables map to an all-`None` layout).
     """
     if not isinstance(device_mesh, keras.distribution.DeviceMesh):

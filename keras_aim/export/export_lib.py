@@ -9,10 +9,14 @@ divides) and picks the route for the current backend:
 - Keras' own `model.export`, where it works;
 - on JAX, SavedModel with shape polymorphism `(b, p*h, p*w, C)` (Keras'
   default `(b, a, c, C)` cannot prove the patch grid non-empty);
-- on torch, ONNX through `torch.onnx.export(dynamo=True)` with a dynamic
-  batch (Keras' TorchScript route fails in LayerNorm), and OpenVINO
-  converted from that ONNX file (Keras' route meets an op OpenVINO's torch
-  front end lacks in Keras' BatchNorm).
+- on torch, our own `torch.export` of the model with a dynamic batch and,
+  for a model built with `image_shape=(None, None, C)`, a dynamic height
+  and width declared as multiples of the patch size (Keras traces unknown
+  sizes as 2, which no patch fits); `.pt2` saves that program, ONNX goes
+  through `torch.onnx.export(dynamo=True)` with the same dynamic shapes
+  (Keras' TorchScript route fails in LayerNorm), and OpenVINO is converted
+  from that ONNX file (Keras' route meets an op OpenVINO's torch front end
+  lacks in Keras' BatchNorm).
 
 The cells where Keras or a converter is at fault are in `UNSUPPORTED`,
 each with the route to take; `docs/deployment.md` has reproductions.
@@ -45,6 +49,25 @@ UNSUPPORTED = {
     "its own transformers and torchao and exports batch 1 only); "
     + _RELOAD.format(backend="tensorflow"),
 }
+# Quantized models on routes that export but then fail to load, or load
+# and give wrong outputs (measured on the tiny models of the tests).
+QUANTIZED_UNSUPPORTED = {
+    ("torch", "onnx", "int4"): "Keras' int4 kernel exports as a `Sub` of "
+    "int8 and float32 tensors, which ONNX Runtime refuses to load; export "
+    "format='torch' (.pt2) here, or KERAS_BACKEND=tensorflow (its ONNX "
+    "export runs int4)",
+    ("torch", "openvino", "int4"): "our OpenVINO route goes through ONNX, "
+    "where Keras' int4 kernel becomes a `Sub` of int8 and float32 tensors "
+    "that OpenVINO cannot convert; export format='torch' (.pt2) here, or "
+    "KERAS_BACKEND=tensorflow (its OpenVINO export runs int4)",
+    ("tensorflow", "openvino", "int8"): "OpenVINO's TensorFlow front end "
+    "converts Keras' int8 matmuls but its outputs are wrong (differences "
+    "of order 1 on the test model); export format='onnx' here, or "
+    "KERAS_BACKEND=torch (its OpenVINO route, through ONNX, matches)",
+    ("tensorflow", "litert", "int8"): "the LiteRT converter refuses Keras' "
+    "int8 matmul (int8 inputs to `tfl.fully_connected`); export "
+    "format='onnx' or 'tf_saved_model' here, or quantize to int4",
+}
 # Routes that take any image size (the patch size must divide it).
 ANY_RESOLUTION = {
     ("tensorflow", "tf_saved_model"),
@@ -52,8 +75,14 @@ ANY_RESOLUTION = {
     ("tensorflow", "openvino"),
     ("tensorflow", "litert"),
     ("jax", "tf_saved_model"),
+    ("torch", "torch"),
+    ("torch", "onnx"),
+    ("torch", "openvino"),
 }
 MAX_BATCH = 4096
+# torch.export's bounds on a free height or width, in patches: it
+# specialises a size of 1, so a free side has at least 2 patches.
+MIN_PATCHES, MAX_PATCHES = 2, 1024
 # The converter each (backend, format) route needs besides Keras.
 CONVERTERS = {
     ("tensorflow", "onnx"): "tf2onnx",
@@ -98,6 +127,27 @@ def check_route(format, backend=None):
             f"format={format!r} on {backend} needs `pip install {package}` "
             "(part of keras-aim[export])."
         )
+
+
+def quantization_modes(model):
+    """The quantization modes of `model`'s layers (an empty set: float)."""
+    return {
+        layer.quantization_mode
+        for layer in model._flatten_layers(include_self=False)
+        if getattr(layer, "quantization_mode", None)
+    }
+
+
+def check_quantized_route(model, format, backend=None):
+    """Raises a `ValueError` for a quantized model on a route that fails."""
+    backend = backend or keras.backend.backend()
+    for mode in sorted(quantization_modes(model)):
+        reason = QUANTIZED_UNSUPPORTED.get((backend, format, mode))
+        if reason:
+            raise ValueError(
+                f"Exporting a {mode}-quantized model to format={format!r} on "
+                f"the {backend} backend is not supported: {reason}."
+            )
 
 
 def _importable(name):
@@ -182,13 +232,14 @@ def export_model(
     """
     format = resolve_format(format)
     check_route(format)
+    check_quantized_route(model, format)
     size = input_size(model, image_size, format)
     ensure_called(model, size)
     filepath = os.fspath(filepath)
     spec = keras.InputSpec(shape=(None,) + size, dtype="float32", name="images")
     backend = keras.backend.backend()
-    if backend == "torch" and format in ("onnx", "openvino"):
-        _torch_onnx(model, filepath, size, format)
+    if backend == "torch":
+        _torch_export(model, filepath, size, format)
         return filepath
     kwargs = {}
     if backend == "jax" and format == "tf_saved_model":
@@ -198,11 +249,6 @@ def export_model(
         kwargs["jax2tf_kwargs"] = {
             "polymorphic_shapes": [f"(b, {height}, {width}, {size[2]})"]
         }
-    if backend == "torch" and format == "torch":
-        import torch
-
-        batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
-        kwargs["dynamic_shapes"] = {0: batch}
     keras.Model.export(
         model,
         filepath,
@@ -214,7 +260,33 @@ def export_model(
     return filepath
 
 
-def _torch_onnx(model, filepath, size, format):
+def torch_dynamic_shapes(model, size):
+    """`torch.export` sizes: a sample batch and its dynamic dimensions.
+
+    The batch is free; a free height or width is `patch * Dim(...)`, so the
+    program knows the patch grid is whole (the strided conv, the reshape
+    to tokens and the position table then trace with symbolic sizes).
+    Sample sizes differ from each other and from 1: torch.export
+    specialises a dimension traced at 1 and may merge equal ones.
+    """
+    import torch
+
+    patch, _ = _patch_and_channels(model)
+    patch = patch or 1
+    shape, dims = [2], {0: torch.export.Dim("batch", min=1, max=MAX_BATCH)}
+    for axis, (name, fixed, sample) in enumerate(
+        (("rows", size[0], 3), ("cols", size[1], 5)), start=1
+    ):
+        if fixed is not None:
+            shape.append(fixed)
+            continue
+        grid = torch.export.Dim(name, min=MIN_PATCHES, max=MAX_PATCHES)
+        dims[axis] = patch * grid
+        shape.append(patch * sample)
+    return tuple(shape) + (size[2],), dims
+
+
+def _torch_export(model, filepath, size, format):
     import torch
 
     class Module(torch.nn.Module):
@@ -227,19 +299,35 @@ def _torch_onnx(model, filepath, size, format):
 
     module = Module(model)
     module.eval()
-    # Batch 2: torch.export specialises a dimension traced at size 1.
-    sample = torch.zeros((2,) + size, dtype=torch.float32)
-    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
-    with torch.no_grad():
-        program = torch.onnx.export(
-            module,
-            (sample,),
-            dynamo=True,
-            input_names=["images"],
-            output_names=["outputs"],
-            dynamic_shapes=({0: batch},),
-            verbose=False,
-        )
+    shape, dims = torch_dynamic_shapes(model, size)
+    sample = torch.zeros(shape, dtype=torch.float32)
+    try:
+        with torch.no_grad():
+            if format == "torch":
+                program = torch.export.export(
+                    module, (sample,), dynamic_shapes=(dims,), strict=False
+                )
+                torch.export.save(program, filepath)
+                return
+            program = torch.onnx.export(
+                module,
+                (sample,),
+                dynamo=True,
+                input_names=["images"],
+                output_names=["outputs"],
+                dynamic_shapes=(dims,),
+                verbose=False,
+            )
+    except Exception as error:  # torch.export's own failures
+        if size[0] is not None and size[1] is not None:
+            raise
+        raise ValueError(
+            f"torch.export could not export format={format!r} at any "
+            f"resolution ({type(error).__name__}: {str(error)[:300]}); "
+            "pass image_size=(height, width) for one resolution, or "
+            + _RELOAD.format(backend="tensorflow")
+            + "."
+        ) from error
     program.optimize()
     if format == "onnx":
         program.save(filepath)

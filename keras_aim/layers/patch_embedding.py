@@ -1,20 +1,25 @@
-"""Patch embedding: a strided convolution followed by LayerNorm."""
+"""Patch embedding: a strided convolution followed by a norm."""
 
 import keras
+
+NORMS = ("layer", "rms")
 
 
 @keras.saving.register_keras_serializable(package="keras_aim")
 class AIMPatchEmbedding(keras.layers.Layer):
-    """Cuts images into patches and embeds each one, then applies LayerNorm.
+    """Cuts images into patches and embeds each one, then normalises them.
 
     A convolution with kernel = stride = `patch_size` (with bias) maps each
     non-overlapping patch to `hidden_dim` channels; a LayerNorm follows, as in
-    the AIM release. The output keeps the patch grid, `(B, H/p, W/p, D)`.
+    the AIM release (an RMSNorm in AIMv2's). The output keeps the patch grid,
+    `(B, H/p, W/p, D)`.
 
     Args:
         hidden_dim: int, embedding width.
         patch_size: int, side of the square patches.
-        layer_norm_epsilon: float, LayerNorm epsilon. Defaults to `1e-6`.
+        layer_norm_epsilon: float, the norm's epsilon. Defaults to `1e-6`.
+        norm: `"layer"` (LayerNorm, AIM) or `"rms"` (RMSNorm, AIMv2).
+            Defaults to `"layer"`.
         **kwargs: standard `keras.layers.Layer` arguments.
 
     Example:
@@ -25,9 +30,17 @@ class AIMPatchEmbedding(keras.layers.Layer):
     """
 
     def __init__(
-        self, hidden_dim, patch_size, layer_norm_epsilon=1e-6, **kwargs
+        self,
+        hidden_dim,
+        patch_size,
+        layer_norm_epsilon=1e-6,
+        norm="layer",
+        **kwargs,
     ):
         super().__init__(**kwargs)
+        if norm not in NORMS:
+            raise ValueError(f"`norm` must be one of {NORMS}; got {norm!r}.")
+        self.norm_type = norm
         self.hidden_dim = int(hidden_dim)
         self.patch_size = int(patch_size)
         self.layer_norm_epsilon = float(layer_norm_epsilon)
@@ -42,7 +55,12 @@ class AIMPatchEmbedding(keras.layers.Layer):
             dtype=self.dtype_policy,
             name="proj",
         )
-        self.norm = keras.layers.LayerNormalization(
+        norm_class = (
+            keras.layers.LayerNormalization
+            if norm == "layer"
+            else keras.layers.RMSNormalization
+        )
+        self.norm = norm_class(
             epsilon=self.layer_norm_epsilon,
             dtype=self.dtype_policy,
             name="norm",
@@ -66,4 +84,6 @@ class AIMPatchEmbedding(keras.layers.Layer):
             patch_size=self.patch_size,
             layer_norm_epsilon=self.layer_norm_epsilon,
         )
+        if self.norm_type != "layer":
+            config["norm"] = self.norm_type
         return config

@@ -35,11 +35,12 @@ def sincos_2d_position_embedding(height, width, dim, dtype="float32"):
     quarter = dim // 4
     omega = ops.arange(quarter, dtype="float32") / float(quarter)
     omega = 1.0 / ops.power(10000.0, omega)
-    # `arange(0, n, 1)` rather than `arange(n)`: with a symbolic `n` (an
-    # export with dynamic sizes) the one-argument form fails to convert in
-    # jax2onnx; the three-argument form traces everywhere.
-    rows = ops.cast(ops.arange(0, height, 1), "float32")
-    cols = ops.cast(ops.arange(0, width, 1), "float32")
+    # `arange(0, n, 1, dtype)` rather than `arange(n)`: with a symbolic `n`
+    # (an export with dynamic sizes) the one-argument form fails to convert
+    # in jax2onnx, and without a dtype Keras' torch backend asks the dtype
+    # of a `torch.SymInt` (torch.export); this form traces everywhere.
+    rows = ops.cast(ops.arange(0, height, 1, dtype="int32"), "float32")
+    cols = ops.cast(ops.arange(0, width, 1, dtype="int32"), "float32")
 
     def encode(positions):
         angles = positions[:, None] * omega[None, :]

@@ -98,8 +98,9 @@ class PresetMixin(AIMModelBase):
         """Builds the model from a preset name, handle or folder.
 
         Args:
-            preset: a built-in name (`"aim_600m"`, `"aim_1b"`, `"aim_3b"`,
-                `"aim_7b"`), an `hf://owner/repo` handle, a Keras preset
+            preset: a built-in name (`"aim_600m"`, ..., `"aim_7b"`;
+                `"aimv2_large_patch14_224"`, ... for AIMv2), an
+                `hf://owner/repo` handle, a Keras preset
                 folder written by `save_to_preset`, or a folder in the
                 released hub layout (`config.json` + `model.safetensors`),
                 converted on the fly.
@@ -115,8 +116,12 @@ class PresetMixin(AIMModelBase):
         )
         ```
         """
-        loader = loaders.get_preset_loader(preset)
+        loader = cls._preset_loader(preset)
         return cls._from_loader(loader, load_weights, **kwargs)
+
+    @staticmethod
+    def _preset_loader(preset):
+        return loaders.get_preset_loader(preset)
 
     @classmethod
     def _from_loader(cls, loader, load_weights, **kwargs):

@@ -21,6 +21,8 @@ from keras_aim.utils import io_utils
 from keras_aim.utils.validation import positive_int
 
 LORA_TARGETS = ("attn_qkv", "attn_proj", "mlp_fc1", "mlp_fc2")
+# AIMv2's SwiGLU MLP has a third projection.
+AIMV2_LORA_TARGETS = LORA_TARGETS + ("mlp_fc3",)
 LORA_ATTRIBUTE = "keras_aim_lora"
 ARCHITECTURE_KEYS = (
     "patch_size",
@@ -31,9 +33,13 @@ ARCHITECTURE_KEYS = (
 )
 
 
-def _check_targets(target_layers):
+def _targets_of(backbone):
+    return tuple(getattr(backbone, "lora_targets", LORA_TARGETS))
+
+
+def _check_targets(target_layers, allowed=LORA_TARGETS):
     if target_layers is None:
-        return list(LORA_TARGETS)
+        return list(allowed)
     if isinstance(target_layers, str):
         target_layers = [target_layers]
     try:
@@ -41,10 +47,10 @@ def _check_targets(target_layers):
     except TypeError:
         targets = [target_layers]
     unknown = [t for t in targets if not isinstance(t, str)]
-    unknown += [t for t in targets if t not in LORA_TARGETS]
+    unknown += [t for t in targets if t not in allowed]
     if unknown or not targets or len(set(targets)) != len(targets):
         raise ValueError(
-            f"`target_layers` must be distinct names among {LORA_TARGETS}; "
+            f"`target_layers` must be distinct names among {allowed}; "
             f"got {target_layers!r}."
         )
     return targets
@@ -101,7 +107,7 @@ def lora_layers(backbone):
     """`[(block index, target name, Dense)]` with LoRA enabled."""
     found = []
     for index, block in enumerate(backbone.transformer_blocks):
-        for name in LORA_TARGETS:
+        for name in _targets_of(backbone):
             dense = getattr(block, name)
             if dense.lora_enabled:
                 found.append((index, name, dense))
@@ -111,7 +117,7 @@ def lora_layers(backbone):
 def enable_lora(backbone, rank, target_layers=None, blocks=None, alpha=None):
     """Implements `AIMBackbone.enable_lora`; returns the LoRA variables."""
     rank = _check_rank(rank, backbone.hidden_dim)
-    targets = _check_targets(target_layers)
+    targets = _check_targets(target_layers, _targets_of(backbone))
     blocks = _check_blocks(blocks, backbone.num_layers)
     alpha = _check_alpha(alpha)
     if lora_layers(backbone):
@@ -164,6 +170,7 @@ def lora_parameter_count(hidden_dim, mlp_ratio, rank, targets, num_blocks):
         "attn_proj": (hidden_dim, hidden_dim),
         "mlp_fc1": (hidden_dim, mlp),
         "mlp_fc2": (mlp, hidden_dim),
+        "mlp_fc3": (hidden_dim, mlp),
     }
     per_block = sum(rank * sum(sizes[t]) for t in targets)
     return per_block * num_blocks
@@ -223,7 +230,7 @@ def _check_config(backbone, config, path):
     """Validates a file's LoRA settings with `enable_lora`'s own checks."""
     try:
         rank = _check_rank(config["rank"], backbone.hidden_dim)
-        targets = _check_targets(config["target_layers"])
+        targets = _check_targets(config["target_layers"], _targets_of(backbone))
         if isinstance(config["target_layers"], str):
             raise ValueError("`target_layers` must be a list")
         blocks = _check_blocks(config["blocks"], backbone.num_layers)
@@ -236,13 +243,16 @@ def _check_config(backbone, config, path):
 
 
 def _allowed_shapes(backbone, rank, targets):
-    mlp = int(backbone.mlp_ratio * backbone.hidden_dim)
+    mlp = getattr(backbone, "intermediate_dim", None)
+    if mlp is None:
+        mlp = int(backbone.mlp_ratio * backbone.hidden_dim)
     width = backbone.hidden_dim
     sizes = {
         "attn_qkv": (width, 3 * width),
         "attn_proj": (width, width),
         "mlp_fc1": (width, mlp),
         "mlp_fc2": (mlp, width),
+        "mlp_fc3": (width, mlp),
     }
     shapes = set()
     for target in targets:

@@ -6,7 +6,8 @@ from keras_aim.utils.validation import positive_int
 
 # Leaf variable names (Keras matches `variable.name`, not the full path)
 # kept out of weight decay: Dense/Conv biases, LayerNorm gamma and beta,
-# position embeddings and the attentive-probe query.
+# RMSNorm scale, position embeddings (AIMv2's learned table is a variable
+# named `embeddings`) and the attentive-probe query.
 NO_WEIGHT_DECAY_NAMES = (
     "bias",
     "gamma",
@@ -14,6 +15,8 @@ NO_WEIGHT_DECAY_NAMES = (
     "position_embedding",
     "pos_embed",
     "query",
+    "scale",
+    "embeddings",
 )
 
 

@@ -8,6 +8,8 @@
 - `metrics`: `predict_logits`, `classification_metrics`, `check_labels`.
 - `repeated`: `RepeatedProbe`, one compiled probe reused across calls;
   `FeatureProbe`, a head retrained on cached features (arms, draws).
+- `divergence`: `fit_or_diverge`, the NaN guard of every probe and
+  fine-tuning `fit` (a `TrainingDivergedError`, nothing saved).
 - `knn`: `knn_votes` / `knn_metrics`, DINO's weighted k-NN on features.
 - `label_efficiency`: `class_balanced_subset` (N labels per class),
   `label_efficiency` (the few-label curve), `logistic_regression_scores`.

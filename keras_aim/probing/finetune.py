@@ -1,6 +1,7 @@
 """Fine-tuning a whole classifier (full or LoRA), with layer-wise decay."""
 
 from keras_aim import optimizers
+from keras_aim.probing.divergence import fit_or_diverge
 from keras_aim.probing.features import IndexedBatches
 from keras_aim.probing.metrics import check_labels
 from keras_aim.probing.probes import compile_probe
@@ -22,7 +23,8 @@ def train_classifier(
 
     With `layer_decay` in (0, 1), block `i` of `L` learns at
     `learning_rate * layer_decay ** (L - i)` and the embeddings at
-    `layer_decay ** (L + 1)` (`optimizers.LayerDecayAdamW`).
+    `layer_decay ** (L + 1)` (`optimizers.LayerDecayAdamW`). A NaN or
+    infinite loss stops training and raises `TrainingDivergedError`.
     """
     x, y = train.to_arrays()
     check_labels(y, classifier.num_classes)
@@ -46,5 +48,5 @@ def train_classifier(
             weight_decay=weight_decay,
         )
     compile_probe(classifier, total, learning_rate, weight_decay, optimizer)
-    classifier.fit(batches, epochs=epochs, verbose=verbose, shuffle=False)
+    fit_or_diverge(classifier, batches, epochs, verbose)
     return classifier

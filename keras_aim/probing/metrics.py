@@ -44,6 +44,10 @@ def classification_metrics(logits, labels, num_classes=None):
     Returns:
         `{"top1", "top5", "num_test", "confusion"}`, accuracies in [0, 1];
         `confusion[i, j]` counts examples of class `i` predicted as `j`.
+
+    Raises:
+        ValueError: labels out of range, no examples, or logits that are
+            NaN or infinite (whose argmax would be a silent wrong answer).
     """
     logits = np.asarray(logits, "float64")
     labels = np.asarray(labels).astype("int64")
@@ -51,6 +55,14 @@ def classification_metrics(logits, labels, num_classes=None):
     check_labels(labels, num_classes)
     if not len(labels):
         raise ValueError("No examples to evaluate.")
+    bad = ~np.isfinite(logits).all(axis=-1)
+    if bad.any():
+        # argmax of NaN logits is class 0: a silent, wrong accuracy.
+        raise ValueError(
+            f"The classifier's logits are NaN or infinite for {bad.sum()} of "
+            f"{len(bad)} images: its weights are not finite (a diverged or "
+            "damaged model); no accuracy can be computed."
+        )
     k = min(5, logits.shape[-1])
     top = np.argsort(-logits, axis=-1, kind="stable")[:, :k]
     top1 = float(np.mean(top[:, 0] == labels))

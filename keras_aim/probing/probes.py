@@ -10,6 +10,7 @@ import numpy as np
 
 from keras_aim import optimizers
 from keras_aim.models.aim.aim_image_classifier import AIMImageClassifier
+from keras_aim.probing.divergence import fit_or_diverge
 from keras_aim.probing.features import IndexedBatches
 from keras_aim.probing.features import block_features
 from keras_aim.probing.metrics import check_labels
@@ -85,7 +86,12 @@ def train_probe(
         verbose: int.
 
     Returns:
-        An `AIMImageClassifier` whose head was trained.
+        An `AIMImageClassifier` whose head was trained, named with
+        `train.class_names` (when `num_classes` is theirs).
+
+    Raises:
+        TrainingDivergedError: the loss or a head weight became NaN or
+            infinite (training stops there).
     """
     num_classes = num_classes or train.num_classes
     keras.utils.set_random_seed(seed)
@@ -95,6 +101,10 @@ def train_probe(
         probe_layers=probe_layers,
         probe=probe,
         image_converter=image_converter,
+        # Saved with the preset: evaluation maps folders by these names.
+        class_names=(
+            train.class_names if num_classes == train.num_classes else None
+        ),
     )
     backbone.trainable = False
     batch_size = positive_int(batch_size, "batch_size")
@@ -120,7 +130,7 @@ def train_probe(
     check_labels(y, num_classes)
     batches = IndexedBatches(x, y, batch_size, seed=seed)
     compile_probe(model, epochs * len(batches), learning_rate, weight_decay)
-    model.fit(batches, epochs=epochs, verbose=verbose, shuffle=False)
+    fit_or_diverge(model, batches, epochs, verbose)
     return classifier
 
 

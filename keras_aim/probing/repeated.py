@@ -19,6 +19,7 @@ import numpy as np
 from keras_aim.layers.attentive_probe import AIMAttentivePooling
 from keras_aim.layers.linear_probe import AIMLinearProbe
 from keras_aim.models.aim.aim_image_classifier import AIMImageClassifier
+from keras_aim.probing.divergence import fit_or_diverge
 from keras_aim.probing.features import IndexedBatches
 from keras_aim.probing.features import feature_model
 from keras_aim.probing.metrics import check_labels
@@ -107,7 +108,7 @@ class RepeatedProbe:
         batches = IndexedBatches(
             x, self.train_labels, self.batch_size, self.seed
         )
-        self.head.fit(batches, epochs=self.epochs, verbose=0, shuffle=False)
+        fit_or_diverge(self.head, batches, self.epochs)
         logits = self._in_batches(self.head, test)
         return classification_metrics(
             logits, self.test_labels, self.num_classes

@@ -5,7 +5,8 @@
   format with a settings fingerprint and checksums.
 - `signals`: `StopOnSignal`, SIGINT/SIGTERM to a checkpoint-and-stop.
 - `windows`: `WindowCallbackList`. The callbacks are in `keras_aim.callbacks`.
-- `run_dir`: the output folder and its `log.csv`.
+- `run_dir`: the output folder (its lock, what may sit where a run writes)
+  and its `log.csv`.
 """
 
 from keras_aim.training.checkpoints import CHECKPOINT_PREFIX
@@ -21,6 +22,7 @@ from keras_aim.training.run_dir import LOG_FIELDS
 from keras_aim.training.run_dir import LOG_FILE
 from keras_aim.training.run_dir import TENSORBOARD_DIR
 from keras_aim.training.run_dir import RunLock
+from keras_aim.training.run_dir import check_outputs
 from keras_aim.training.run_dir import prepare_output_dir
 from keras_aim.training.run_dir import read_log
 from keras_aim.utils.errors import SettingsError
@@ -40,6 +42,7 @@ __all__ = [
     "TrainingDivergedError",
     "TrainingResult",
     "check_fingerprint",
+    "check_outputs",
     "prepare_output_dir",
     "read_log",
     "train",

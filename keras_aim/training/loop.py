@@ -17,8 +17,10 @@ from keras_aim.training.checkpoints import CheckpointManager
 from keras_aim.training.checkpoints import build_optimizer
 from keras_aim.training.run_dir import CHECKPOINT_DIR
 from keras_aim.training.run_dir import LOG_FILE
+from keras_aim.training.run_dir import RUN_OUTPUTS
 from keras_aim.training.run_dir import TENSORBOARD_DIR
 from keras_aim.training.run_dir import RunLock
+from keras_aim.training.run_dir import check_outputs
 from keras_aim.training.run_dir import clear_run
 from keras_aim.training.run_dir import prepare_output_dir
 from keras_aim.training.run_dir import truncate_log
@@ -171,6 +173,7 @@ def train(
         checkpoint_every = positive_int(checkpoint_every, "checkpoint_every")
     output_dir = prepare_output_dir(output_dir)
     with RunLock(output_dir) if chief else contextlib.nullcontext():
+        check_outputs(output_dir, RUN_OUTPUTS)
         manager = checkpoint_manager(
             os.path.join(output_dir, CHECKPOINT_DIR),
             max_to_keep,

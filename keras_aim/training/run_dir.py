@@ -4,6 +4,7 @@ import csv
 import os
 import shutil
 import socket
+import stat
 import time
 
 import numpy as np
@@ -54,6 +55,79 @@ def prepare_output_dir(path):
             "with --output_dir."
         ) from error
     return path
+
+
+# What each kind of output must be where it already exists.
+OUTPUT_KINDS = ("file", "folder", "preset")
+# What `train` writes into its run folder.
+RUN_OUTPUTS = {
+    LOG_FILE: "file",
+    TENSORBOARD_DIR: "folder",
+    CHECKPOINT_DIR: "folder",
+}
+
+
+def _what_is(path):
+    """`"a directory"`, `"a FIFO"`, ... or `None` for a regular file."""
+    if os.path.islink(path) and not os.path.exists(path):
+        return "a broken symbolic link"
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as error:
+        return f"unreadable ({error.strerror or error})"
+    for test, what in (
+        (stat.S_ISREG, None),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return what
+    return "not a regular file"
+
+
+def check_outputs(output_dir, outputs):
+    """Checks what already sits where a run will write, before it starts.
+
+    Args:
+        output_dir: the run folder.
+        outputs: `{name: kind}`: `"file"` (must be a regular file, or a
+            link to one, if it exists), `"folder"` (a directory) or
+            `"preset"` (a directory holding nothing but a preset's files,
+            which `save_to_preset` would otherwise refuse at the end).
+
+    Raises:
+        SettingsError: naming the first path that cannot take its output.
+    """
+    for name, kind in outputs.items():
+        if kind not in OUTPUT_KINDS:
+            raise ValueError(
+                f"Output {name!r} has kind {kind!r}; expected one of "
+                f"{OUTPUT_KINDS}."
+            )
+        path = os.path.join(output_dir, name)
+        if not os.path.lexists(path):
+            continue
+        what = _what_is(path)
+        problem = None
+        if kind == "file" and what is not None:
+            problem = f"is {what}, where the run writes a file"
+        elif kind != "file" and what != "a directory":
+            problem = f"is {what or 'a file'}, where the run writes a folder"
+        elif kind == "preset":
+            from keras_aim.utils.preset_utils import check_preset_target
+
+            try:
+                check_preset_target(path)
+            except ValueError as error:
+                raise SettingsError(str(error)) from None
+        if problem:
+            raise SettingsError(
+                f"{path!r} {problem}. Move it away or pass another "
+                "--output_dir."
+            )
 
 
 def clear_run(output_dir):
@@ -149,12 +223,12 @@ class RunLock:
         if held is not None:
             held[1] += 1
             return self
-        descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        descriptor = self._open()
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            with os.fdopen(descriptor) as f:
-                holder = f.read().strip() or "another process"
+            with os.fdopen(descriptor, errors="replace") as f:
+                holder = " ".join(f.read(300).split()) or "another process"
             raise SettingsError(
                 f"`output_dir`={self.folder!r} is in use by {holder}. Wait "
                 "for that run to finish (or stop it), or pass another "
@@ -170,6 +244,32 @@ class RunLock:
         )
         _HELD[self.folder] = [descriptor, 1]
         return self
+
+    def _open(self):
+        """The lock file's descriptor: a regular file, never followed
+        through a link (that would truncate the link's target), never
+        blocking (a FIFO)."""
+        flags = os.O_RDWR | os.O_CREAT | os.O_NONBLOCK
+        flags |= getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        try:
+            descriptor = os.open(self.path, flags, 0o644)
+        except OSError as error:
+            what = _what_is(self.path) if os.path.lexists(self.path) else None
+            if os.path.islink(self.path):
+                what = "a symbolic link"
+            raise SettingsError(
+                f"Cannot take the run lock {self.path!r}: it is "
+                f"{what or error.strerror or error}. Remove it, or pass "
+                "another --output_dir."
+            ) from None
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            what = _what_is(self.path)
+            os.close(descriptor)
+            raise SettingsError(
+                f"Cannot take the run lock {self.path!r}: it is {what}, not a "
+                "regular file. Remove it, or pass another --output_dir."
+            )
+        return descriptor
 
     def __exit__(self, *exc):
         held = _HELD[self.folder]

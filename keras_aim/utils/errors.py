@@ -13,9 +13,11 @@ class TrainingDivergedError(RuntimeError):
             logging every k steps, the last step of that window.
         loss: that step's (or window's) loss.
         checkpoint: the path of the last good checkpoint, or `None`.
+
+    `advice` replaces the message's last part (what was kept, what to do).
     """
 
-    def __init__(self, step, loss, checkpoint, what="loss"):
+    def __init__(self, step, loss, checkpoint, what="loss", advice=None):
         self.step = step
         self.loss = loss
         self.checkpoint = checkpoint
@@ -24,11 +26,13 @@ class TrainingDivergedError(RuntimeError):
             if checkpoint
             else "No checkpoint had been written yet."
         )
+        advice = advice or (
+            f"{kept} Lower the learning rate (or check the input data) and "
+            "start over (in the example: --noresume or a new --output_dir)."
+        )
         super().__init__(
             f"Training diverged: the {what} is not finite at step {step} "
-            f"(loss={loss}). Training was stopped. {kept} Lower the learning "
-            "rate (or check the input data) and start over (in the example: "
-            "--noresume or a new --output_dir)."
+            f"(loss={loss}). Training was stopped. {advice}"
         )
 
 

@@ -16,6 +16,7 @@ models over 2 GB), `metadata.json` and, for classifiers with a converter,
 `image_converter.json`.
 """
 
+import copy
 import datetime
 import os
 
@@ -36,6 +37,8 @@ SHARDED_WEIGHTS_FILE = "model.weights.json"
 METADATA_FILE = "metadata.json"
 SHARD_THRESHOLD_BYTES = 2 * 1024**3
 SHARD_SIZE_GB = 2
+# The AIMv2 LiT tokenizer's file (keras_aim.AIMv2Tokenizer).
+TOKENIZER_FILE = "tokenizer.json"
 
 
 class PresetLoader:
@@ -61,9 +64,33 @@ class PresetLoader:
         `kwargs` override (`probe_layers`, `num_classes`, ...)."""
         raise NotImplementedError(f"{type(self).__name__} does not load tasks.")
 
+    def load_lit(self, cls, load_weights=True, **kwargs):
+        """An instance of the image-text class `cls` (`AIMv2LiT`), built on
+        `cls.image_encoder_cls` and `cls.text_encoder_cls`, with a
+        `cls.tokenizer_cls` where the preset has tokenizer files."""
+        raise ValueError(
+            f"This preset ({type(self).__name__}) holds no image-text (LiT) "
+            "model; the AIMv2 LiT preset is 'aimv2_large_patch14_224_lit' (or "
+            "a folder of it)."
+        )
+
     def load_image_converter(self, image_shape=None):
         """The evaluation transform that travels with this preset."""
         return default_image_converter(image_shape or DEFAULT_IMAGE_SHAPE)
+
+    def backbone_class(self):
+        """The registered backbone class this preset holds, or `None`.
+
+        Looked up in the Keras registry by name, so that a loader never
+        imports the models; `Backbone.from_preset` builds it, and a task
+        loaded from the preset is built around it.
+        """
+        return None
+
+
+def registered_class(name):
+    """The class registered as `keras_aim>name`, or `None`."""
+    return keras.saving.get_registered_object(f"keras_aim>{name}")
 
 
 class KerasPresetLoader(PresetLoader):
@@ -83,6 +110,12 @@ class KerasPresetLoader(PresetLoader):
         self.backbone_config = dict(
             backbone["config"] if self.is_task else self.inner
         )
+
+    def backbone_class(self):
+        if self.is_task:
+            name = self.inner["backbone"].get("registered_name")
+            return keras.saving.get_registered_object(name) if name else None
+        return self._saved_class()
 
     def _backbone_config(self, kwargs):
         config = dict(self.backbone_config)
@@ -125,12 +158,18 @@ class KerasPresetLoader(PresetLoader):
             )
         kwargs = dict(kwargs)
         dtype = self._task_dtype(kwargs.get("dtype"))
-        backbone = cls.backbone_cls.from_config(self._backbone_config(kwargs))
+        backbone_cls = self.backbone_class() or cls.backbone_cls
+        backbone = backbone_cls.from_config(self._backbone_config(kwargs))
         weight_args = [
             k for k in getattr(cls, "preset_weight_args", ()) if k in self.inner
         ]
         for key in weight_args:
             kwargs.setdefault(key, self.inner[key])
+        if kwargs.get("num_classes") == self.inner.get("num_classes"):
+            # Label names belong to the saved head's classes only.
+            for key in getattr(cls, "preset_config_args", ()):
+                if key in self.inner:
+                    kwargs.setdefault(key, self.inner[key])
         if "image_converter" not in kwargs:
             kwargs["image_converter"] = self.load_image_converter()
         model = cls(backbone, dtype=dtype, **kwargs)
@@ -150,6 +189,36 @@ class KerasPresetLoader(PresetLoader):
 
     def load_image_converter(self, image_shape=None):
         return load_image_converter(self.folder)
+
+    def load_lit(self, cls, load_weights=True, **kwargs):
+        saved = self._saved_class()
+        if not issubclass(saved, cls):
+            raise ValueError(
+                f"{self.folder!r} holds a {saved.__name__}, not an "
+                f"{cls.__name__}; load it with keras_aim.{saved.__name__}"
+                ".from_preset."
+            )
+        kwargs = dict(kwargs)
+        image_shape = kwargs.pop("image_shape", None)
+        dtype = kwargs.pop("dtype", None)
+        if kwargs:
+            raise ValueError(
+                f"{cls.__name__}.from_preset takes the overrides image_shape "
+                f"and dtype; got {sorted(kwargs)}."
+            )
+        config = copy.deepcopy(self.inner)
+        if image_shape is not None:
+            config["image_encoder"]["config"]["image_shape"] = image_shape
+        if dtype is not None:
+            for key in ("image_encoder", "text_encoder"):
+                config[key]["config"]["dtype"] = dtype
+            config["dtype"] = dtype
+        model = cls.from_config(config)
+        if load_weights:
+            self._load_weights(model)
+        if cls.tokenizer_cls.has_files(self.folder):
+            model.tokenizer = cls.tokenizer_cls.from_folder(self.folder)
+        return model
 
     def _saved_class(self):
         name = self.config.get("registered_name")
@@ -192,16 +261,7 @@ def save_preset(model, preset_dir):
     any) intact. A folder holding files that are not part of a preset is
     refused rather than replaced.
     """
-    preset_dir = os.path.abspath(os.fspath(preset_dir))
-    if os.path.isdir(preset_dir):
-        foreign = sorted(
-            n for n in os.listdir(preset_dir) if not _preset_file(n)
-        )
-        if foreign:
-            raise ValueError(
-                f"Preset folder {preset_dir!r} holds files that are not part "
-                f"of a preset ({foreign[:5]}); save to a new or empty folder."
-            )
+    preset_dir = check_preset_target(preset_dir)
     try:
         os.makedirs(os.path.dirname(preset_dir), exist_ok=True)
         if os.path.exists(preset_dir) and not os.path.isdir(preset_dir):
@@ -231,6 +291,9 @@ def save_preset(model, preset_dir):
         converter = getattr(model, "image_converter", None)
         if converter is not None:
             converter.save_to_preset(folder)
+        tokenizer = getattr(model, "tokenizer", None)
+        if tokenizer is not None:
+            tokenizer.save_to_preset(folder)
         metadata = {
             "keras_aim_version": __version__,
             "keras_version": keras.__version__,
@@ -240,10 +303,29 @@ def save_preset(model, preset_dir):
         io_utils.write_json(os.path.join(folder, METADATA_FILE), metadata, 2)
 
 
+def check_preset_target(preset_dir):
+    """Refuses a `save_preset` target holding files that are not part of a
+    preset (they would be lost); returns the absolute path.
+
+    Called by `save_preset`, and by the example scripts before any work,
+    so that a run never fails at its end on the folder it writes.
+    """
+    preset_dir = os.path.abspath(os.fspath(preset_dir))
+    if os.path.isdir(preset_dir):
+        foreign = sorted(
+            n for n in os.listdir(preset_dir) if not _preset_file(n)
+        )
+        if foreign:
+            raise ValueError(
+                f"Preset folder {preset_dir!r} holds files that are not part "
+                f"of a preset ({foreign[:5]}); save to a new or empty folder."
+            )
+    return preset_dir
+
+
 def _preset_file(name):
-    return name in (CONFIG_FILE, METADATA_FILE, IMAGE_CONVERTER_FILE) or (
-        name.startswith("model") and ".weights." in name
-    )
+    files = (CONFIG_FILE, METADATA_FILE, IMAGE_CONVERTER_FILE, TOKENIZER_FILE)
+    return name in files or (name.startswith("model") and ".weights." in name)
 
 
 def _variable_bytes(variable):

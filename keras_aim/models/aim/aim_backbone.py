@@ -1,47 +1,16 @@
 """The AIM vision transformer trunk."""
 
 import keras
-from keras import ops
 
 from keras_aim.layers.patch_embedding import AIMPatchEmbedding
 from keras_aim.layers.position_embedding import SinCos2DPositionEmbedding
 from keras_aim.layers.transformer_block import AIMTransformerBlock
 from keras_aim.models.backbone import Backbone
+from keras_aim.models.backbone import run_trunk
 from keras_aim.utils import validation
 from keras_aim.utils.validation import check_image_shape
 from keras_aim.utils.validation import check_num_heads
 from keras_aim.utils.validation import positive_int
-
-
-def run_trunk(
-    layers, images, last_block, attention_mask=None, token_order=None
-):
-    """The AIM trunk's forward pass up to block `last_block` (inclusive).
-
-    The one forward path of `AIMBackbone`: its functional graph, `encode`
-    and `extract_features` all run it, the latter stopping at the deepest
-    requested block.
-
-    Args:
-        layers: `(patch_embedding, position_embedding, blocks)`.
-        images: `(B, H, W, C)` images (symbolic or eager).
-        last_block: int, the index of the last block to run.
-        attention_mask: optional boolean `(B, N, N)` mask.
-        token_order: optional int `(N,)` permutation applied after the
-            position embedding.
-
-    Returns:
-        The list of raw block outputs, blocks `0..last_block`.
-    """
-    patch_embedding, position_embedding, blocks = layers
-    x = position_embedding(patch_embedding(images))
-    if token_order is not None:
-        x = ops.take(x, ops.cast(token_order, "int32"), axis=1)
-    outputs = []
-    for block in blocks[: last_block + 1]:
-        x = block(x, attention_mask=attention_mask)
-        outputs.append(x)
-    return outputs
 
 
 @keras.saving.register_keras_serializable(package="keras_aim")
@@ -154,88 +123,6 @@ class AIMBackbone(Backbone, keras.Model):
         self.layer_norm_epsilon = float(layer_norm_epsilon)
         self.lora_config = None
 
-    def __call__(self, images, *args, **kwargs):
-        if not isinstance(images, dict):
-            self.check_images(images)
-        return super().__call__(images, *args, **kwargs)
-
-    def check_images(self, images, fixed_size=True):
-        """Raises a clear `ValueError` if `images` cannot go through.
-
-        The shape must fit the model; integer images and concrete arrays of
-        raw pixels are refused (see `validation.check_image_values`).
-        """
-        validation.check_image_tensor(images)
-        check_image_shape(
-            images.shape,
-            self.patch_size,
-            self.image_shape[-1],
-            self.image_shape if fixed_size else None,
-        )
-
-    def num_patches(self, height, width):
-        """Number of tokens for an image of `height` x `width` pixels."""
-        return (height // self.patch_size) * (width // self.patch_size)
-
-    def _resolve_layers(self, layers):
-        return validation.resolve_block_indices(layers, self.num_layers)
-
-    def _run_blocks(self, images, last, attention_mask, token_order):
-        self.check_images(images, fixed_size=False)
-        layers = (
-            self.patch_embedding,
-            self.position_embedding,
-            self.transformer_blocks,
-        )
-        return run_trunk(layers, images, last, attention_mask, token_order)
-
-    def encode(self, images, attention_mask=None, token_order=None):
-        """Runs the trunk with an optional attention mask and token order.
-
-        The same weights serve bidirectional use (no mask, as in `__call__`)
-        and prefix-causal pre-training. Any H, W divisible by the patch size
-        work, whatever `image_shape` the model was built with.
-
-        Args:
-            images: `(B, H, W, C)` normalised images.
-            attention_mask: optional boolean `(B, N, N)`; `True` where query
-                `i` may attend to key `j`, e.g. from
-                `keras_aim.layers.prefix_causal_mask`.
-            token_order: optional int `(N,)` permutation: tokens are taken in
-                this order after the position embedding is added.
-
-        Returns:
-            `(B, N, hidden_dim)` final-LayerNorm tokens.
-        """
-        blocks = self._run_blocks(
-            images, self.num_layers - 1, attention_mask, token_order
-        )
-        return self.post_trunk_norm(blocks[-1])
-
-    def extract_features(
-        self, images, layers, attention_mask=None, token_order=None
-    ):
-        """Returns the raw outputs (before the final LayerNorm) of blocks.
-
-        Blocks after the deepest requested one are not computed.
-
-        Args:
-            images: `(B, H, W, C)` normalised images; any H, W divisible by
-                the patch size.
-            layers: int or list of 0-based block indices (negatives count
-                from the end).
-            attention_mask: optional boolean `(B, N, N)` mask.
-            token_order: optional int `(N,)` token permutation.
-
-        Returns:
-            A list of `(B, N, hidden_dim)` tensors, one per requested block.
-        """
-        layers = self._resolve_layers(layers)
-        blocks = self._run_blocks(
-            images, max(layers), attention_mask, token_order
-        )
-        return [blocks[index] for index in layers]
-
     def get_config(self):
         return {
             **self._base_config(),
@@ -276,6 +163,13 @@ def _check_config(image_shape, patch_size, hidden_dim, num_layers, num_heads):
             f"channel count; got {image_shape!r}."
         )
     check_image_shape((None,) + image_shape, patch_size, image_shape[-1])
+    if None not in image_shape[:2]:
+        # Attention is quadratic in the tokens: refused before any step.
+        validation.check_size_limit(
+            (image_shape[0] // patch_size) * (image_shape[1] // patch_size),
+            "num_patches",
+            f"num_patches (image_shape={image_shape}, patch_size={patch_size})",
+        )
     return image_shape
 
 

@@ -1,5 +1,7 @@
 """AIM image classifier: the trunk plus the released attentive probe."""
 
+import collections
+
 import keras
 import numpy as np
 
@@ -7,6 +9,7 @@ from keras_aim.layers.attentive_probe import AIMAttentivePooling
 from keras_aim.layers.linear_probe import AIMLinearProbe
 from keras_aim.models.aim.aim_backbone import AIMBackbone
 from keras_aim.models.aim.aim_presets import best_probe_layers
+from keras_aim.models.backbone import Backbone
 from keras_aim.models.task import Task
 from keras_aim.utils import validation
 
@@ -14,16 +17,52 @@ PROBES = ("attentive", "linear")
 
 
 def resolve_probe_layers(probe_layers, backbone):
-    """Turns `"best"`, `"last"` or indices into sorted 0-based blocks."""
-    best = best_probe_layers(
-        backbone.patch_size,
-        backbone.hidden_dim,
-        backbone.num_layers,
-        backbone.num_heads,
-    )
+    """Turns `"best"`, `"last"` or indices into sorted 0-based blocks.
+
+    `"best"` exists for the released AIM sizes only (AIMv2 publishes no
+    probe blocks; an AIMv2 trunk of an AIM size does not get them).
+    """
+    best = None
+    if isinstance(backbone, AIMBackbone):
+        best = best_probe_layers(
+            backbone.patch_size,
+            backbone.hidden_dim,
+            backbone.num_layers,
+            backbone.num_heads,
+        )
     return validation.resolve_probe_layers(
         probe_layers, backbone.num_layers, best
     )
+
+
+def check_class_names(class_names, num_classes):
+    """`None`, or `num_classes` distinct non-empty strings (as a list)."""
+    if class_names is None:
+        return None
+    if isinstance(class_names, (str, bytes)) or not isinstance(
+        class_names, (list, tuple)
+    ):
+        raise ValueError(
+            "`class_names` must be a list of strings (one per class) or None; "
+            f"got {type(class_names).__name__}."
+        )
+    names = list(class_names)
+    bad = [n for n in names if not isinstance(n, str) or not n]
+    if bad:
+        raise ValueError(
+            f"`class_names` must be non-empty strings; got {bad[:3]!r}."
+        )
+    if len(names) != num_classes:
+        raise ValueError(
+            f"`class_names` has {len(names)} names but num_classes="
+            f"{num_classes}; give one name per class."
+        )
+    if len(set(names)) != len(names):
+        twice = sorted(
+            n for n, c in collections.Counter(names).items() if c > 1
+        )
+        raise ValueError(f"`class_names` names {twice[:3]} more than once.")
+    return names
 
 
 @keras.saving.register_keras_serializable(package="keras_aim")
@@ -39,7 +78,7 @@ class AIMImageClassifier(Task, keras.Model):
     raw `uint8` images, which then go through `image_converter` first.
 
     Args:
-        backbone: a `keras_aim.AIMBackbone`.
+        backbone: a `keras_aim.AIMBackbone` or `keras_aim.AIMv2Backbone`.
         num_classes: int. Defaults to 1000.
         probe_layers: `"best"` (released sizes only), `"last"` (the last six
             blocks) or a list of 0-based block indices. Defaults to `"best"`
@@ -49,6 +88,10 @@ class AIMImageClassifier(Task, keras.Model):
         probe: `"attentive"` (the release's head) or `"linear"`. Defaults to
             `"attentive"`.
         dtype: dtype or `keras.DTypePolicy` of the head.
+        class_names: optional list of `num_classes` distinct strings, the
+            name of each label (saved with the preset; `examples/evaluate.py`
+            maps an image folder's class sub-folders by them). Defaults to
+            `None` (unnamed labels, as in the released presets).
         **kwargs: `keras.Model` arguments such as `name`.
 
     Example:
@@ -64,6 +107,8 @@ class AIMImageClassifier(Task, keras.Model):
     backbone_cls = AIMBackbone
     # Constructor arguments the saved head's weights depend on.
     preset_weight_args = ("num_classes", "probe_layers", "probe")
+    # Saved with the preset and restored by `from_preset` (no weights).
+    preset_config_args = ("class_names",)
     nested_config_objects = ("backbone", "image_converter")
 
     def __init__(
@@ -74,12 +119,14 @@ class AIMImageClassifier(Task, keras.Model):
         image_converter=None,
         probe="attentive",
         dtype=None,
+        class_names=None,
         **kwargs,
     ):
         validation.check_model_kwargs(type(self), kwargs)
-        if not isinstance(backbone, AIMBackbone):
+        if not isinstance(backbone, Backbone):
             raise ValueError(
-                "`backbone` must be a keras_aim.AIMBackbone; got "
+                "`backbone` must be a keras_aim.AIMBackbone or AIMv2Backbone; "
+                "got "
                 f"{type(backbone).__name__}."
             )
         if probe_layers is None:
@@ -97,6 +144,7 @@ class AIMImageClassifier(Task, keras.Model):
         num_classes = validation.check_size_limit(
             validation.positive_int(num_classes, "num_classes"), "num_classes"
         )
+        class_names = check_class_names(class_names, num_classes)
         head_dtype = dtype if dtype is not None else backbone.dtype_policy
         if probe == "attentive":
             probe_head = AIMAttentivePooling(
@@ -130,6 +178,7 @@ class AIMImageClassifier(Task, keras.Model):
         self.num_classes = num_classes
         self.probe_layers = layers
         self.probe = probe
+        self.class_names = class_names
 
     def __call__(self, images, *args, **kwargs):
         if not isinstance(images, dict):
@@ -166,4 +215,6 @@ class AIMImageClassifier(Task, keras.Model):
             config["image_converter"] = keras.saving.serialize_keras_object(
                 self.image_converter
             )
+        if self.class_names is not None:
+            config["class_names"] = list(self.class_names)
         return config

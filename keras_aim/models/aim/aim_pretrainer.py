@@ -11,7 +11,7 @@ from keras_aim.layers.token_orders import TOKEN_ORDERS
 from keras_aim.layers.token_orders import token_order as make_token_order
 from keras_aim.losses import next_patch_pixel_loss
 from keras_aim.losses import next_patch_reconstruction
-from keras_aim.models.aim.aim_backbone import AIMBackbone
+from keras_aim.models.backbone import Backbone
 from keras_aim.models.base import AIMModelBase
 from keras_aim.utils import validation
 from keras_aim.utils.validation import check_image_shape
@@ -51,7 +51,8 @@ class AIMPretrainer(AIMModelBase, keras.Model):
     used.
 
     Args:
-        backbone: a `keras_aim.AIMBackbone`.
+        backbone: a `keras_aim.AIMBackbone`, or a `keras_aim.AIMv2Backbone`
+            (its trunk, pre-trained further with AIM's objective).
         head_hidden_dim: int, pixel-head width. Defaults to 2048 (paper).
         head_num_layers: int, residual MLP blocks of the pixel head; 0 gives
             the paper's "linear" head (see `AIMPixelHead`). Defaults to 12.
@@ -113,9 +114,10 @@ class AIMPretrainer(AIMModelBase, keras.Model):
         **kwargs,
     ):
         validation.check_model_kwargs(type(self), kwargs)
-        if not isinstance(backbone, AIMBackbone):
+        if not isinstance(backbone, Backbone):
             raise ValueError(
-                "`backbone` must be a keras_aim.AIMBackbone; got "
+                "`backbone` must be a keras_aim.AIMBackbone or AIMv2Backbone; "
+                "got "
                 f"{type(backbone).__name__}."
             )
         if attention == "bidirectional":

@@ -218,7 +218,12 @@ def channel_values(value, name):
 
 
 # Constructor arguments of tasks (the classifier) that a backbone refuses.
-TASK_ONLY_ARGS = ("probe_layers", "num_classes", "image_converter")
+TASK_ONLY_ARGS = (
+    "probe_layers",
+    "num_classes",
+    "image_converter",
+    "class_names",
+)
 
 
 def reject_task_args(cls, kwargs):

@@ -18,6 +18,9 @@ SIZE_LIMITS = {
     # Image sides (a converter's resize and crop): 8192 x 8192 x 3 float32
     # is 800 MB for one image.
     "image_side": 8192,
+    # Tokens of one image (the released models: 256); attention over 65536
+    # tokens is a 16 GB matrix per head and image in float32.
+    "num_patches": 65536,
 }
 
 
