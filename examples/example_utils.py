@@ -7,7 +7,6 @@ functions, so that `--help` stays fast.
 """
 
 import contextlib
-import json
 import math
 import os
 

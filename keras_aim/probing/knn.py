@@ -16,7 +16,10 @@ Ties are broken the same way every time:
   class).
 
 The similarities are computed a chunk of test rows at a time, so memory
-stays near `max_chunk_bytes` whatever the size of the test set.
+stays near `max_chunk_bytes` whatever the size of the test set. The chunk
+height changes only float32 rounding (BLAS may sum a row's products in
+another order, ~1e-7 relative), not the neighbours unless two of them are
+that close.
 """
 
 import math

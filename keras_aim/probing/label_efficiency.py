@@ -205,6 +205,12 @@ def label_efficiency(
             top1, top5 = [], []
             for draw, indices in enumerate(subsets):
                 scores = np.asarray(fit_predict(indices, draw))
+                if scores.shape != (len(test_labels), num_classes):
+                    raise ValueError(
+                        f"Classifier {name!r} returned scores of shape "
+                        f"{scores.shape}; expected (num_test, num_classes) = "
+                        f"{(len(test_labels), num_classes)}."
+                    )
                 metrics = classification_metrics(
                     scores, test_labels, num_classes
                 )

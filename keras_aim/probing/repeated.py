@@ -215,6 +215,9 @@ class FeatureProbe:
     def __call__(self, x, y, test_x):
         """Trains the head on `(x, y)`; returns float32 logits of `test_x`.
 
+        Raises `TrainingDivergedError` (as `train_probe` does) when the loss
+        or a head weight becomes NaN or infinite.
+
         Args:
             x: `(N, tokens, hidden_dim)` training features.
             y: `(N,)` labels in `[0, num_classes)`.
@@ -235,5 +238,5 @@ class FeatureProbe:
         for variable, value in zip(head.optimizer.variables, state):
             variable.assign(value)
         batches = IndexedBatches(x, y, self.batch_size, self.seed)
-        head.fit(batches, epochs=self.epochs, verbose=0, shuffle=False)
+        fit_or_diverge(head, batches, self.epochs)
         return _predict_in_batches(head, test_x, 256)
