@@ -148,6 +148,7 @@ def _run_locked(config, output_dir, callbacks):
     from keras_aim import training
     from keras_aim.distribution.setup import RunDistribution
 
+    three_arms.check_settings(config)
     source = config["dataset"]
     image_size = config["image_size"] or scaffold.default_image_size(source)
     steps = config["steps"]

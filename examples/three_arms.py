@@ -19,6 +19,7 @@ import json
 import os
 import time
 
+import numpy as np
 from flag_table import flag
 
 # pretrain.py's flags of this part of the job.
@@ -27,8 +28,9 @@ FLAGS = (
         "label_draws",
         "integer",
         "Random draws of the labelled examples per point of the "
-        "label-efficiency curve (1, 2, 5, 10, 20 labels per class).",
-        minimum=1,
+        "label-efficiency curve (1, 2, 5, 10, 20 labels per class); 0: "
+        "no curve.",
+        minimum=0,
         maximum=100,
     ),
     flag(
@@ -165,14 +167,26 @@ def compare_arms(
 
         classifiers["logistic regression"] = logistic
         classifiers["k-NN"] = nearest
-        start = time.time()
         metrics = probing.knn_metrics(pooled, y, test_pooled, test_y)
         knn[arm] = {"top1": metrics["top1"], "top5": metrics["top5"]}
-        if verbose:
-            print(f"Label-efficiency curve of the {ARM_NAMES[arm]} arm...")
-        curves[arm] = probing.label_efficiency(
-            classifiers, y, test_y, num_classes, draws=draws, seed=seed
-        )
+        start = time.time()
+        if draws:
+            if verbose:
+                print(f"Label-efficiency curve of the {ARM_NAMES[arm]} arm...")
+            curves[arm] = probing.label_efficiency(
+                classifiers, y, test_y, num_classes, draws=draws, seed=seed
+            )
+        else:  # every label only: the pixels' logistic regression
+            scores = logistic(np.arange(len(y)), 0)
+            curves[arm] = {
+                "methods": {
+                    "logistic regression": {
+                        "top1_mean": [
+                            float(np.mean(scores.argmax(-1) == test_y))
+                        ]
+                    }
+                }
+            }
         seconds["curves"] += time.time() - start
     pixel_curve = curves["raw_pixels"]["methods"]["logistic regression"]
     results["raw_pixels_top1"] = pixel_curve["top1_mean"][-1]
@@ -183,14 +197,16 @@ def compare_arms(
         "features": f"blocks {layers} averaged, mean over tokens (raw "
         "pixels: flattened)",
     }
-    first = curves["pretrained"]
-    results["label_efficiency"] = {
-        "labels_per_class": first["labels_per_class"],
-        "num_train": first["num_train"],
-        "draws": first["draws"],
-        "seed": first["seed"],
-        "arms": {arm: curves[arm]["methods"] for arm in ARMS},
-    }
+    results["label_efficiency"] = None
+    if draws:
+        first = curves["pretrained"]
+        results["label_efficiency"] = {
+            "labels_per_class": first["labels_per_class"],
+            "num_train": first["num_train"],
+            "draws": first["draws"],
+            "seed": first["seed"],
+            "arms": {arm: curves[arm]["methods"] for arm in ARMS},
+        }
     results["seconds"] = {k: round(v, 1) for k, v in seconds.items()}
     files = {
         "probe": os.path.join(output_dir, "probe.json"),
@@ -203,15 +219,28 @@ def compare_arms(
         train.class_names,
         title=f"attentive probe of the pre-trained trunk on {source}",
     )
-    plots.plot_label_efficiency(
-        {ARM_NAMES[arm]: curves[arm] for arm in ARMS},
-        files["label_efficiency"],
-        title=f"held-out {source} ({len(test_y)} images): mean +- std over "
-        f"{draws} draws of the labelled examples",
-    )
+    if draws:
+        plots.plot_label_efficiency(
+            {ARM_NAMES[arm]: curves[arm] for arm in ARMS},
+            files["label_efficiency"],
+            title=f"held-out {source} ({len(test_y)} images): mean +- std "
+            f"over {draws} draws of the labelled examples",
+        )
+    else:
+        del files["label_efficiency"]
     with open(files["probe"], "w") as f:
         json.dump(results, f, indent=1)
     return {**results, "files": files}
+
+
+def check_settings(config):
+    """Refuses `--knn_every` without built-in labelled data, before any
+    work (a `ValueError`)."""
+    if config["knn_every"] and config["dataset"] not in LABELLED_SOURCES:
+        raise ValueError(
+            f"--knn_every needs labelled held-out data: --dataset must be "
+            f"one of {LABELLED_SOURCES}; got {config['dataset']!r}."
+        )
 
 
 def knn_monitor(config, output_dir):
@@ -219,16 +248,11 @@ def knn_monitor(config, output_dir):
     the probe's train split as the bank, its test split (held out from
     pre-training) as the queries, `knn.csv` in `output_dir`."""
     from keras_aim import data
-    from keras_aim import training
     from keras_aim.callbacks import KNNMonitor
     from keras_aim.callbacks.knn_monitor import KNN_LOG_FILE
 
+    check_settings(config)
     source, seed = config["dataset"], config["seed"]
-    if source not in LABELLED_SOURCES:
-        raise training.SettingsError(
-            f"--knn_every needs labelled held-out data: --dataset must be "
-            f"one of {LABELLED_SOURCES}; got {source!r}."
-        )
     train, test = (
         data.labelled_images(
             source, split, image_size=config["image_size"], seed=seed
@@ -263,6 +287,8 @@ def print_arms(results):
         + "."
     )
     curve = results["label_efficiency"]
+    if curve is None:
+        return
     points = "".join(f"{p!s:>6}" for p in curve["labels_per_class"])
     print(
         f"Test top-1 (%) by labels per class (mean of {curve['draws']} "
