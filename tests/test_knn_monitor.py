@@ -171,14 +171,13 @@ def test_logs_the_weights_of_a_training_pretrainer(tmp_path):
     )
     path = str(tmp_path / "knn.csv")
     monitor = KNNMonitor(split(0, 24), split(1, 12), every=4, csv_path=path)
-    images = split(2, 8)[0]
+    images = split(2, 32)[0]  # 4 steps of 8 per epoch
     before = None
     for epoch in range(2):
         pretrainer.fit(
             images,
             epochs=epoch + 1,
             initial_epoch=epoch,
-            steps_per_epoch=4,
             batch_size=8,
             verbose=0,
             callbacks=[monitor],
