@@ -132,13 +132,15 @@ def _predict_in_batches(model, x, batch_size):
 class FeatureProbe:
     """A probe head trained again and again on cached block features.
 
-    Every call trains the head from the same initial weights (seeded) with
-    the same recipe as `probing.train_probe` on cached features (AdamW, 5%
-    warm-up, cosine decay; the batches of `IndexedBatches(x, y,
-    batch_size, seed)`), so a call gives what a fresh `train_probe` would.
-    The compiled head is kept per training-set size, and only its weights
-    and optimizer state are reset: comparing trunks with features of one
-    shape, or several draws of few labels, compiles once per size.
+    Every call trains the head from the same initial weights (drawn once,
+    seeded) with `probing.train_probe`'s recipe on cached features (AdamW,
+    5% warm-up, cosine decay; the batches of `IndexedBatches(x, y,
+    batch_size, seed)`). The initial weights are the head's own draw, not
+    those of an `AIMImageClassifier` built with the same seed, so a call
+    matches a fresh `train_probe` in recipe, not bit for bit. The compiled
+    head is kept per training-set size, and only its weights and optimizer
+    state are reset: comparing trunks with features of one shape, or
+    several draws of few labels, compiles once per size.
 
     Args:
         feature_shape: `(tokens, hidden_dim)` of one example's features.
