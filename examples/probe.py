@@ -164,7 +164,7 @@ SCRIPT = scaffold.Script(
         "probe",
         help="attentive or linear: a head trained on the frozen features "
         "(saved in classifier/); knn: weighted k-NN on them (cosine, k=20, "
-        "T=0.07), nothing trained or saved.",
+        "T=0.07): nothing trained, no classifier/.",
         values=("attentive", "linear", "knn"),
     ),
     scaffold.flag(
