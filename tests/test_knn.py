@@ -142,6 +142,19 @@ def test_zero_rows_and_multi_axis_features():
     )
 
 
+def test_bfloat16_features_are_taken():
+    import ml_dtypes
+
+    x, y = features(9, 20)
+    tx, _ = features(10, 5)
+    low = x.astype(ml_dtypes.bfloat16)
+    votes = probing.knn_votes(low, y, tx.astype(ml_dtypes.bfloat16), k=3)
+    expected = brute_force_votes(
+        low.astype("float64"), y, tx.astype(ml_dtypes.bfloat16), 4, 3, 0.07
+    )
+    np.testing.assert_allclose(votes, expected, rtol=2e-5)
+
+
 @settings(max_examples=25, deadline=None)
 @given(
     seed=st.integers(0, 2**16),

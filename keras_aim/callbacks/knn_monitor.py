@@ -142,8 +142,9 @@ class KNNMonitor(keras.callbacks.Callback):
             if count < size:  # one shape, one compiled function
                 pad = np.repeat(chunk[-1:], size - count, axis=0)
                 chunk = np.concatenate([chunk, pad])
-            out.append(np.asarray(self._features.predict_on_batch(chunk)))
-            out[-1] = out[-1][:count]
+            # float32: a mixed_bfloat16 trunk gives bfloat16 features.
+            features = self._features.predict_on_batch(chunk)
+            out.append(np.asarray(features, "float32")[:count])
         return np.concatenate(out)
 
     def evaluate(self):

@@ -48,7 +48,7 @@ def l2_normalise(features, what="features"):
             f"`{what}` must be an array (num_examples, ...) with at least "
             f"one example and one feature; got shape {x.shape}."
         )
-    if x.dtype.kind not in "fiu":
+    if x.dtype.kind not in "fiu" and x.dtype.name != "bfloat16":
         raise ValueError(
             f"`{what}` must be numbers; got dtype {x.dtype} (shape {x.shape})."
         )
