@@ -65,6 +65,11 @@ def run(
     test = data.labelled_images(
         dataset, "test", image_converter=converter, seed=seed
     )
+    if labels_per_class and train.arrays is not None:  # labels in memory:
+        # a class with too few images is refused before any feature work.
+        probing.class_balanced_subset(
+            train.arrays[1], labels_per_class, seed, train.num_classes
+        )
     if probe == "knn":
         metrics = knn_probe(
             backbone, train, test, probe_layers, labels_per_class, seed, verbose
