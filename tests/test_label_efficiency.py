@@ -224,3 +224,26 @@ def test_logistic_regression_leaves_classes_it_never_saw_at_zero():
 def test_docstring_example_runs():
     result = doctest.testmod(sys.modules["keras_aim.probing.label_efficiency"])
     assert result.attempted >= 1 and result.failed == 0
+
+
+def test_the_plot_draws_every_arm_and_refuses_mismatched_points(tmp_path):
+    from keras_aim.utils import plots
+
+    x, y = separable(0, 10)
+    test_x, test_y = separable(1, 5)
+    curve = probing.label_efficiency(
+        {"means": nearest_mean(x, y, test_x)},
+        y,
+        test_y,
+        labels_per_class=(1, 2, None),
+        draws=2,
+    )
+    path = str(tmp_path / "curve.png")
+    assert plots.plot_label_efficiency({"a": curve, "b": curve}, path) == path
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    other = {**curve, "labels_per_class": [1, 5, "all"]}
+    with pytest.raises(ValueError, match="same points"):
+        plots.plot_label_efficiency({"a": curve, "b": other}, path)
+    with pytest.raises(ValueError, match="empty"):
+        plots.plot_label_efficiency({}, path)
