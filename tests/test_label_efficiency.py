@@ -186,6 +186,8 @@ def test_the_curve_refuses_bad_arguments():
         probing.label_efficiency({}, y, y)
     with pytest.raises(ValueError, match="draws"):
         probing.label_efficiency({"m": fit}, y, y, draws=0)
+    with pytest.raises(ValueError, match="list or tuple of points"):
+        probing.label_efficiency({"m": fit}, y, y, labels_per_class=5)
     with pytest.raises(ValueError, match="at least one point"):
         probing.label_efficiency({"m": fit}, y, y, labels_per_class=())
     with pytest.raises(ValueError, match="class 0 has only 5"):

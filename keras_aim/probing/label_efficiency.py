@@ -183,6 +183,11 @@ def label_efficiency(
         num_classes = int(np.max(train_labels)) + 1
     draws = positive_int(draws, "draws")
     seed = _seed(seed)
+    if not isinstance(labels_per_class, (list, tuple)):
+        raise ValueError(
+            "`labels_per_class` must be a list or tuple of points (ints > 0, "
+            f"None or 0 for every label); got {labels_per_class!r}."
+        )
     points = [check_labels_per_class(n) for n in labels_per_class]
     if not points:
         raise ValueError("`labels_per_class` must name at least one point.")
