@@ -7,7 +7,6 @@ functions, so that `--help` stays fast.
 """
 
 import contextlib
-import json
 import math
 import os
 
@@ -299,70 +298,6 @@ def print_metrics(metrics, what):
     )
     for name, path in metrics["files"].items():
         print(f"  {name}: {path}")
-
-
-def probe_against_twin(
-    backbone,
-    initial_dir,
-    source,
-    output_dir,
-    epochs=200,
-    learning_rate=1e-2,
-    seed=0,
-    verbose=1,
-):
-    """Attentive-probes the trained trunk and its random twin, same budget.
-
-    The twin is the backbone saved before training (`initial_dir`): the
-    same architecture and initial weights. Both get the same probe (head
-    initialisation, batches, epochs); the raw-pixel logistic regression is
-    the baseline. Writes `probe.json` and `confusion.png` (trained arm).
-
-    Returns:
-        The results dict, or `None` when `source` has no labels to probe.
-    """
-    from keras_aim import probing
-    from keras_aim.utils import plots
-
-    if source not in ("digits", "photos"):
-        print(f"No attentive probe: {source!r} is not a built-in labelled set.")
-        return None
-    from keras_aim.models.backbone import Backbone
-
-    twin = Backbone.from_preset(initial_dir)
-    results = {
-        "dataset": source,
-        "epochs": epochs,
-        "learning_rate": learning_rate,
-        "seed": seed,
-    }
-    for name, model in (("pretrained", backbone), ("random_twin", twin)):
-        if verbose:
-            print(f"Attentive probe of the {name.replace('_', ' ')} trunk...")
-        metrics = probing.probe_accuracy(
-            model, source, epochs=epochs, seed=seed
-        )
-        results[name] = {"top1": metrics["top1"], "top5": metrics["top5"]}
-        if name == "pretrained":
-            confusion, names = metrics["confusion"], metrics["class_names"]
-            results["num_train"] = metrics["num_train"]
-            results["num_test"] = metrics["num_test"]
-    results["raw_pixels_top1"] = probing.pixel_baseline(
-        source, backbone.image_shape[0], seed
-    )
-    files = {
-        "probe": os.path.join(output_dir, "probe.json"),
-        "confusion": os.path.join(output_dir, "confusion.png"),
-    }
-    plots.plot_confusion_matrix(
-        confusion,
-        files["confusion"],
-        names,
-        title=f"attentive probe of the pre-trained trunk on {source}",
-    )
-    with open(files["probe"], "w") as f:
-        json.dump(results, f, indent=1)
-    return {**results, "files": files}
 
 
 MAX_LOGICAL_REPLICAS = 64

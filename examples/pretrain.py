@@ -18,7 +18,10 @@ after 400 steps instead of 0.13):
 `tensorboard/`, `checkpoints/` (every `--checkpoint_every` steps and at the
 end), `loss.png`, `reconstructions.png` (held-out images | next-patch
 predictions) and `backbone/` (a Keras preset folder for
-`keras_aim.AIMBackbone.from_preset`). Rerunning the same command resumes
+`keras_aim.AIMBackbone.from_preset`). On built-in labelled data it then
+compares the trunk, its random twin and raw pixels (attentive probe, k-NN,
+label-efficiency curve: `three_arms.py`), `--knn_every=N` logs a k-NN
+top-1 every N steps in `knn.csv`. Rerunning the same command resumes
 from the last checkpoint and continues the same loss curve; Ctrl-C or
 SIGTERM write a checkpoint before stopping. Exit codes: 0 done, 2 bad
 output folder or settings, 3 diverged (NaN/inf loss; the last good
@@ -34,6 +37,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import example_utils  # noqa: E402
 import scaffold  # noqa: E402
+import three_arms  # noqa: E402
 
 EXIT_BAD_SETTINGS = scaffold.EXIT_BAD_SETTINGS
 EXIT_DIVERGED = scaffold.EXIT_DIVERGED
@@ -74,6 +78,8 @@ DEFAULTS = dict(
     probe=True,
     probe_epochs=200,
     probe_learning_rate=1e-2,
+    label_draws=5,
+    knn_every=0,
     verbose=1,
 )
 # What a run writes, checked before any work (scaffold.run_folder).
@@ -87,6 +93,8 @@ OUTPUTS = {
     "reconstructions.png": "file",
     "probe.json": "file",
     "confusion.png": "file",
+    "label_efficiency.png": "file",
+    "knn.csv": "file",
     "summary.json": "file",
 }
 ARCHITECTURE = ("patch_size", "hidden_dim", "num_layers", "num_heads")
@@ -105,6 +113,8 @@ NOT_IN_FINGERPRINT = (
     "probe",
     "probe_epochs",
     "probe_learning_rate",
+    "label_draws",
+    "knn_every",
     "distribution",
     "mesh",
     "remat",
@@ -138,6 +148,7 @@ def _run_locked(config, output_dir, callbacks):
     from keras_aim import training
     from keras_aim.distribution.setup import RunDistribution
 
+    three_arms.check_settings(config)
     source = config["dataset"]
     image_size = config["image_size"] or scaffold.default_image_size(source)
     steps = config["steps"]
@@ -221,6 +232,8 @@ def _run_locked(config, output_dir, callbacks):
         if spread.chief and (not resuming or not os.path.isdir(initial)):
             # The random twin of the probe comparison: these exact weights.
             backbone.save_to_preset(initial)
+        if config["knn_every"] and spread.chief:  # k-NN during training
+            callbacks = [*callbacks, three_arms.knn_monitor(config, output_dir)]
         result = training.train(
             pretrainer,
             lambda start_batch: dataset(start_batch=start_batch),
@@ -277,8 +290,10 @@ def _report_run(config, result, spread, pretrainer, output_dir):
                 seed,
             )
         )
+    if config["knn_every"]:
+        summary["files"]["knn_log"] = os.path.join(output_dir, "knn.csv")
     if result.interrupted is None and config["probe"]:
-        summary["probe"] = example_utils.probe_against_twin(
+        summary["probe"] = three_arms.compare_arms(
             pretrainer.backbone,
             os.path.join(output_dir, "initial_backbone"),
             source,
@@ -286,6 +301,7 @@ def _report_run(config, result, spread, pretrainer, output_dir):
             epochs=config["probe_epochs"],
             learning_rate=config["probe_learning_rate"],
             seed=seed,
+            draws=config["label_draws"],
             verbose=config["verbose"],
         )
         if summary["probe"] is not None:
@@ -320,16 +336,8 @@ def print_summary(summary, settings=None):
         f"({summary['backend']}, {summary['train_seconds']} s of training in "
         f"this run){losses}.\nFiles:\n{files}"
     )
-    probe = summary.get("probe")
-    if probe:
-        print(
-            f"Attentive probe on held-out {probe['dataset']} (test top-1, "
-            f"{probe['num_test']} images): pre-trained "
-            f"{100 * probe['pretrained']['top1']:.1f}% | random twin (same "
-            f"initial weights) {100 * probe['random_twin']['top1']:.1f}% | "
-            f"raw pixels (logistic regression) "
-            f"{100 * probe['raw_pixels_top1']:.1f}%."
-        )
+    if summary.get("probe"):
+        three_arms.print_arms(summary["probe"])
     return _stopped(summary)
 
 
@@ -469,11 +477,13 @@ SCRIPT = scaffold.Script(
     scaffold.flag(
         "probe",
         "bool",
-        "After training, attentive-probe the trained trunk and its random "
-        "twin (the same initial weights) on the labelled built-in data.",
+        "After training, compare the trained trunk, its random twin (the "
+        "same initial weights) and the raw pixels on the labelled built-in "
+        "data: attentive probe, k-NN, label-efficiency curve.",
     ),
     scaffold.flag("probe_epochs"),
     scaffold.flag("probe_learning_rate"),
+    *three_arms.FLAGS,  # --label_draws, --knn_every
     scaffold.flag("verbose", "integer", "1: progress bar; 0: quiet."),
     defaults=DEFAULTS,
     report=print_summary,

@@ -1,20 +1,28 @@
-"""Probe a frozen AIM trunk: attentive (the release's head) or linear.
+"""Probe a frozen AIM trunk: attentive (the release's head), linear or k-NN.
 
     python examples/probe.py --preset=runs/pretrain/backbone --dataset=digits
+    python examples/probe.py --preset=runs/pretrain/backbone --probe=knn \\
+        --labels_per_class=10
     python examples/probe.py --preset=aim_600m --dataset=/data/imagenet \\
         --probe=attentive --probe_layers=best --epochs=100 --batch_size=1024
 
 The chosen blocks' raw outputs are averaged; with the trunk frozen and no
 augmentation they are computed once (`--cache_features`, on by default)
-and only the head is trained on them. `--dataset` is `digits`, `photos`,
+and only the head is trained on them. `--probe=knn` trains nothing: each
+test image takes the 20 training images whose features (the same blocks,
+mean over the tokens) have the highest cosine similarity and they vote
+with weights exp(similarity / 0.07), as DINO does. `--labels_per_class=N`
+uses N randomly drawn training images of every class (drawn with
+`--seed`; 0: all of them). `--dataset` is `digits`, `photos`,
 `tfds:NAME[:SPLIT]` or an image folder in the ImageNet layout (one
 sub-folder per class, optionally under `train/` and `val/`). Images go
 through the preset's own image converter.
 
 Writes into `--output_dir`: `metrics.json` (`top1`, `top5`, `num_train`,
-`num_test`), `confusion.png` and `classifier/` (a Keras preset folder that
-`examples/evaluate.py` and `AIMImageClassifier.from_preset` load). Exit
-status 2 with a one-line message on bad input.
+`num_test`), `confusion.png` and, for the attentive and linear probes,
+`classifier/` (a Keras preset folder that `examples/evaluate.py` and
+`AIMImageClassifier.from_preset` load; k-NN has no classifier to save).
+Exit status 2 with a one-line message on bad input.
 """
 
 import os
@@ -39,6 +47,7 @@ def run(
     weight_decay=0.05,
     seed=0,
     cache_features=True,
+    labels_per_class=0,
     output_dir="runs/probe",
     verbose=1,
 ):
@@ -56,6 +65,16 @@ def run(
     test = data.labelled_images(
         dataset, "test", image_converter=converter, seed=seed
     )
+    if labels_per_class and train.arrays is not None:  # labels in memory:
+        # a class with too few images is refused before any feature work.
+        probing.class_balanced_subset(
+            train.arrays[1], labels_per_class, seed, train.num_classes
+        )
+    if probe == "knn":
+        metrics = knn_probe(
+            backbone, train, test, probe_layers, labels_per_class, seed, verbose
+        )
+        return finish(metrics, train, test, output_dir, preset, dataset)
     classifier = probing.train_probe(
         backbone,
         train,
@@ -70,20 +89,65 @@ def run(
         cache_dir=output_dir,
         image_converter=converter,
         verbose=verbose,
+        labels_per_class=labels_per_class,
     )
     logits, labels = probing.predict_logits(classifier, test, batch_size)
     metrics = probing.classification_metrics(logits, labels, train.num_classes)
     folder = os.path.join(output_dir, "classifier")
     classifier.save_to_preset(folder)
+    num_train = train.num_examples - len(train.skipped)
     metrics.update(
-        num_train=train.num_examples - len(train.skipped),
+        num_train=labels_per_class * train.num_classes or num_train,
+        labels_per_class=labels_per_class,
         probe=probe,
         probe_layers=classifier.probe_layers,
+        files={"classifier": folder},
+    )
+    return finish(metrics, train, test, output_dir, preset, dataset)
+
+
+def knn_probe(
+    backbone, train, test, probe_layers, labels_per_class, seed, verbose
+):
+    """k-NN on the mean-pooled block features; the bank is `train`, or
+    `labels_per_class` images of every class drawn with `seed`."""
+    from keras_aim import probing
+    from keras_aim.models.aim.aim_image_classifier import resolve_probe_layers
+
+    if probe_layers is None:  # as AIMImageClassifier: best, else last
+        try:
+            layers = resolve_probe_layers("best", backbone)
+        except ValueError:
+            layers = resolve_probe_layers("last", backbone)
+    else:
+        layers = resolve_probe_layers(probe_layers, backbone)
+    features = [
+        probing.block_features(
+            backbone, split, layers, 64, pool="mean", verbose=verbose
+        )
+        for split in (train, test)
+    ]
+    (x, y), (test_x, test_y) = features
+    if labels_per_class:
+        subset = probing.class_balanced_subset(
+            y, labels_per_class, seed, train.num_classes
+        )
+        x, y = x[subset], y[subset]
+    metrics = probing.knn_metrics(x, y, test_x, test_y, train.num_classes)
+    metrics.update(
+        probe="knn", probe_layers=layers, labels_per_class=labels_per_class
+    )
+    return metrics
+
+
+def finish(metrics, train, test, output_dir, preset, dataset):
+    """Writes `metrics.json` and `confusion.png`; returns the metrics."""
+    probe = metrics["probe"]
+    metrics.update(
         preset=str(preset),
         dataset=str(dataset),
         class_names=train.class_names,
         skipped_files=[p for p, _ in train.skipped + test.skipped],
-        files={"classifier": folder},
     )
     return example_utils.write_metrics(
         output_dir,
@@ -101,13 +165,28 @@ SCRIPT = scaffold.Script(
     run,
     scaffold.flag("preset"),
     scaffold.flag("dataset"),
-    scaffold.flag("probe"),
+    scaffold.flag(
+        "probe",
+        help="attentive or linear: a head trained on the frozen features "
+        "(saved in classifier/); knn: weighted k-NN on them (cosine, k=20, "
+        "T=0.07): nothing trained, no classifier/.",
+        values=("attentive", "linear", "knn"),
+    ),
+    scaffold.flag(
+        "labels_per_class",
+        "integer",
+        "Train on N randomly drawn images of every class (drawn with "
+        "--seed); 0: every training image.",
+        minimum=0,
+    ),
     scaffold.flag("probe_layers"),
     scaffold.flag("epochs"),
     scaffold.flag("batch_size"),
     scaffold.flag("learning_rate"),
     scaffold.flag("weight_decay"),
-    scaffold.flag("seed", help="Seed of the head and the batch order."),
+    scaffold.flag(
+        "seed", help="Seed of the head, the batch order and the label draw."
+    ),
     scaffold.flag(
         "cache_features",
         "bool",

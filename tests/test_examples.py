@@ -127,6 +127,91 @@ def test_linear_probe(preset, tmp_path):
     assert classifier.probe == "linear"
 
 
+def mean_pooled(preset, images, layers):
+    """The averaged `layers` outputs, mean over the tokens, in NumPy."""
+    backbone = keras_aim.AIMBackbone.from_preset(preset)
+    out = []
+    for start in range(0, len(images), 512):
+        blocks = backbone.extract_features(images[start : start + 512], layers)
+        blocks = [keras.ops.convert_to_numpy(b) for b in blocks]
+        out.append(np.mean(blocks, axis=0).mean(axis=1))
+    return np.concatenate(out)
+
+
+def digits_arrays(preset, split):
+    from keras_aim import data
+    from keras_aim.models.aim.aim_image_converter import load_image_converter
+
+    converter = load_image_converter(preset)
+    images = data.labelled_images(
+        "digits", split, image_converter=converter, seed=3
+    )
+    return images.to_arrays()
+
+
+@pytest.mark.parametrize(
+    "labels_per_class",
+    [pytest.param(0, marks=pytest.mark.large(backend="torch")), 4],
+)
+def test_knn_probe_trains_and_saves_nothing(preset, tmp_path, labels_per_class):
+    from keras_aim import probing
+
+    output_dir = str(tmp_path / "knn")
+    metrics = probe.run(
+        preset,
+        "digits",
+        probe="knn",
+        labels_per_class=labels_per_class,
+        seed=3,
+        output_dir=output_dir,
+        verbose=0,
+    )
+    saved = read_metrics(output_dir)
+    assert saved["probe"] == "knn" and saved["probe_layers"] == [0, 1]
+    assert saved["labels_per_class"] == labels_per_class
+    assert saved["num_train"] == (labels_per_class * 10 or 1258)
+    assert saved["num_test"] == 539 and saved["k"] == 20
+    assert not os.path.exists(os.path.join(output_dir, "classifier"))
+    assert "classifier" not in metrics["files"]
+    assert is_png(os.path.join(output_dir, "confusion.png"))
+    # The same k-NN on features computed here, from the backbone's blocks.
+    (x, y), (test_x, test_y) = (
+        digits_arrays(preset, s) for s in ("train", "test")
+    )
+    if labels_per_class:
+        subset = probing.class_balanced_subset(y, labels_per_class, seed=3)
+        x, y = x[subset], y[subset]
+    expected = probing.knn_metrics(
+        mean_pooled(preset, x, [0, 1]),
+        y,
+        mean_pooled(preset, test_x, [0, 1]),
+        test_y,
+        num_classes=10,
+    )
+    assert saved["top1"] == pytest.approx(expected["top1"], abs=1 / 539)
+    assert saved["top5"] == pytest.approx(expected["top5"], abs=1 / 539)
+
+
+@pytest.mark.large(backend="torch")
+def test_attentive_probe_on_few_labels(preset, tmp_path):
+    metrics = probe.main(
+        [
+            f"--preset={preset}",
+            "--labels_per_class=3",
+            "--epochs=2",
+            "--seed=1",
+            f"--output_dir={tmp_path}",
+        ]
+    )
+    saved = read_metrics(str(tmp_path))
+    assert saved["num_train"] == 30 and saved["labels_per_class"] == 3
+    assert saved["num_test"] == 539 and saved["top1"] == metrics["top1"]
+    classifier = keras_aim.AIMImageClassifier.from_preset(
+        os.path.join(str(tmp_path), "classifier")
+    )
+    assert classifier.num_classes == 10
+
+
 @pytest.mark.parametrize("rank", [2, 0])
 @pytest.mark.large(backend="torch")
 def test_finetune_with_and_without_lora(preset, tmp_path, rank):
@@ -213,6 +298,14 @@ BAD_INPUT = [
     ("probe", ["--preset={file}_missing"], "Unknown preset"),
     ("probe", ["--preset={preset}", "--probe_layers=0,5"], "out of range"),
     ("probe", ["--preset={preset}", "--dataset=nowhere"], "'nowhere'"),
+    ("probe", ["--probe=knm"], "--probe=knm"),
+    ("probe", ["--labels_per_class=-1"], "--labels_per_class=-1"),
+    ("probe", ["--labels_per_class=ten"], "--labels_per_class=ten"),
+    (
+        "probe",
+        ["--preset={preset}", "--probe=knn", "--labels_per_class=200"],
+        "class 0 has only",
+    ),
     ("finetune", ["--lora_rank=-1"], "--lora_rank=-1"),
     ("finetune", ["--layer_decay=1.5"], "--layer_decay=1.5"),
     ("finetune", ["--layer_decay=0"], "must be positive"),

@@ -147,7 +147,9 @@ def assert_finite_weights(path):
 @pytest.fixture(scope="module")
 def straight_run(tmp_path_factory):
     output_dir = str(tmp_path_factory.mktemp("straight"))
-    settings = {**TINY, "probe": True, "probe_epochs": 2}
+    # No label-efficiency curve here (60 more probes): the large test
+    # below draws it.
+    settings = {**TINY, "probe": True, "probe_epochs": 2, "label_draws": 0}
     summary = pretrain.run(
         output_dir=output_dir, checkpoint_every=4, **settings
     )
@@ -190,6 +192,13 @@ def test_run_writes_log_plots_checkpoints_and_backbone(straight_run):
     assert probe["raw_pixels_top1"] > 0.9
     with open(os.path.join(output_dir, "probe.json")) as f:
         assert json.load(f)["pretrained"] == probe["pretrained"]
+    knn = probe["knn"]  # on the same features, cosine k = 20, T = 0.07
+    assert knn["k"] == 20 and knn["temperature"] == 0.07
+    for arm in ("pretrained", "random_twin", "raw_pixels"):
+        assert 0.0 <= knn[arm]["top1"] <= knn[arm]["top5"] <= 1.0
+    assert knn["raw_pixels"]["top1"] > 0.9
+    assert probe["label_efficiency"] is None
+    assert not os.path.exists(os.path.join(output_dir, "label_efficiency.png"))
     twin = keras_aim_module().AIMBackbone.from_preset(
         os.path.join(output_dir, "initial_backbone")
     )
@@ -200,6 +209,51 @@ def test_run_writes_log_plots_checkpoints_and_backbone(straight_run):
         os.path.join(output_dir, "backbone")
     )
     assert backbone.hidden_dim == 32 and backbone.num_layers == 1
+
+
+@pytest.mark.large(backend="torch")
+def test_three_arms_three_protocols_and_the_knn_log(tmp_path, capsys):
+    output_dir = str(tmp_path / "story")
+    settings = {**TINY, "probe": True, "probe_epochs": 2, "label_draws": 2}
+    summary = pretrain.run(output_dir=output_dir, knn_every=4, **settings)
+    with open(os.path.join(output_dir, "summary.json")) as f:
+        saved = json.load(f)["probe"]
+    assert saved == json.loads(json.dumps(summary["probe"]))
+    curve = saved["label_efficiency"]
+    assert curve["labels_per_class"] == [1, 2, 5, 10, 20, "all"]
+    assert curve["num_train"] == [10, 20, 50, 100, 200, saved["num_train"]]
+    assert curve["draws"] == 2
+    methods = {
+        "pretrained": ["attentive probe", "logistic regression", "k-NN"],
+        "random_twin": ["attentive probe", "logistic regression", "k-NN"],
+        "raw_pixels": ["logistic regression", "k-NN"],
+    }
+    for arm, names in methods.items():
+        assert list(curve["arms"][arm]) == names
+        for name in names:
+            top1 = curve["arms"][arm][name]["top1"]
+            assert [len(t) for t in top1] == [2] * 5 + [1]
+    arms = curve["arms"]
+    # "all" of the curve is the protocols' own full-label result.
+    assert arms["pretrained"]["attentive probe"]["top1"][-1] == [
+        saved["pretrained"]["top1"]
+    ]
+    assert arms["raw_pixels"]["k-NN"]["top1"][-1] == [
+        saved["knn"]["raw_pixels"]["top1"]
+    ]
+    assert arms["raw_pixels"]["logistic regression"]["top1"][-1] == [
+        saved["raw_pixels_top1"]
+    ]
+    with open(os.path.join(output_dir, "label_efficiency.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    with open(os.path.join(output_dir, "knn.csv"), newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [0, 4, 8]
+    capsys.readouterr()
+    pretrain.print_summary(summary)
+    printed = capsys.readouterr().out
+    assert "k-NN (cosine, k=20, T=0.07)" in printed
+    assert "labels per class" in printed and "raw pixels" in printed
 
 
 @pytest.mark.large(backend="torch")
@@ -311,6 +365,10 @@ BAD_FLAGS = [
     (["--epochs=1", "--dataset=photos"], "Pass --steps instead"),
     (["--dataset=nowhere"], "'nowhere'"),
     (["stray"], "Unexpected arguments"),
+    (["--label_draws=-1"], "--label_draws=-1"),
+    (["--label_draws=101"], "must be in [0, 100]"),
+    (["--knn_every=-2"], "--knn_every=-2"),
+    (["--knn_every=5", "--dataset=/nowhere"], "--knn_every needs labelled"),
 ]
 
 

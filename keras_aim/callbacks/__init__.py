@@ -13,14 +13,18 @@ keyed by the optimizer step.
 - `ReconstructionGrid` (`reconstruction_grid.py`): next-patch figures.
 - `StopOnNonFiniteLoss` (`stop_on_non_finite_loss.py`): the NaN guard of
   probes and fine-tuning, which do read each step's loss.
+- `KNNMonitor` (`knn_monitor.py`): k-NN top-1 of held-out data, in
+  `knn.csv`.
 """
 
+from keras_aim.callbacks.knn_monitor import KNNMonitor
 from keras_aim.callbacks.reconstruction_grid import ReconstructionGrid
 from keras_aim.callbacks.run_checkpoint import RunCheckpoint
 from keras_aim.callbacks.step_logger import StepLogger
 from keras_aim.callbacks.stop_on_non_finite_loss import StopOnNonFiniteLoss
 
 __all__ = [
+    "KNNMonitor",
     "ReconstructionGrid",
     "RunCheckpoint",
     "StepLogger",

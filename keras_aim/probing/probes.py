@@ -13,6 +13,8 @@ from keras_aim.models.aim.aim_image_classifier import AIMImageClassifier
 from keras_aim.probing.divergence import fit_or_diverge
 from keras_aim.probing.features import IndexedBatches
 from keras_aim.probing.features import block_features
+from keras_aim.probing.label_efficiency import check_labels_per_class
+from keras_aim.probing.label_efficiency import class_balanced_subset
 from keras_aim.probing.metrics import check_labels
 from keras_aim.probing.metrics import classification_metrics
 from keras_aim.probing.metrics import predict_logits
@@ -64,6 +66,7 @@ def train_probe(
     image_converter=None,
     verbose=1,
     cache_dir=None,
+    labels_per_class=None,
 ):
     """Trains a probe head on a frozen trunk; returns the classifier.
 
@@ -84,6 +87,10 @@ def train_probe(
             temporary folder. The file is removed however the run ends.
         image_converter: stored with the classifier (its preset).
         verbose: int.
+        labels_per_class: int, train on that many examples of every class
+            (`class_balanced_subset(labels, labels_per_class, seed)`);
+            `None` or 0: every example. The features of the whole split
+            are computed (cached) first, then the subset is taken.
 
     Returns:
         An `AIMImageClassifier` whose head was trained, named with
@@ -128,6 +135,9 @@ def train_probe(
         x, y = train.to_arrays()
         model = classifier
     check_labels(y, num_classes)
+    if check_labels_per_class(labels_per_class) is not None:
+        subset = class_balanced_subset(y, labels_per_class, seed, num_classes)
+        x, y = x[subset], y[subset]
     batches = IndexedBatches(x, y, batch_size, seed=seed)
     compile_probe(model, epochs * len(batches), learning_rate, weight_decay)
     fit_or_diverge(model, batches, epochs, verbose)
@@ -188,16 +198,11 @@ def pixel_baseline(source, image_size, seed=0):
     The honest baseline for small-scale probes: what the pixels alone give.
     Needs scikit-learn; built-in and in-memory sets only.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
     from keras_aim.data.labelled import labelled_images
+    from keras_aim.probing.label_efficiency import logistic_regression_scores
 
     train = labelled_images(source, "train", image_size=image_size, seed=seed)
     test = labelled_images(source, "test", image_size=image_size, seed=seed)
     (x, y), (tx, ty) = train.to_arrays(), test.to_arrays()
-    scaler = StandardScaler().fit(x.reshape(len(x), -1))
-    model = LogisticRegression(max_iter=2000, C=0.1)
-    model.fit(scaler.transform(x.reshape(len(x), -1)), y)
-    predictions = model.predict(scaler.transform(tx.reshape(len(tx), -1)))
-    return float(np.mean(predictions == ty))
+    scores = logistic_regression_scores(x, y, tx, train.num_classes)
+    return float(np.mean(np.argmax(scores, axis=-1) == ty))

@@ -7,11 +7,17 @@ compiling. `RepeatedProbe` builds them once per backbone; each call reads
 the backbone's current weights, resets the head and its optimizer to the
 same starting point and retrains it on freshly computed features, so it
 gives what a fresh `probe_accuracy` with the same settings gives.
+
+`FeatureProbe` does the same for heads trained on features computed once
+(the trunks of a comparison, the random draws of few-shot labels): one
+compiled head per training-set size, reset before every call.
 """
 
 import keras
 import numpy as np
 
+from keras_aim.layers.attentive_probe import AIMAttentivePooling
+from keras_aim.layers.linear_probe import AIMLinearProbe
 from keras_aim.models.aim.aim_image_classifier import AIMImageClassifier
 from keras_aim.probing.divergence import fit_or_diverge
 from keras_aim.probing.features import IndexedBatches
@@ -88,17 +94,7 @@ class RepeatedProbe:
         ]
 
     def _in_batches(self, model, x):
-        """`model` over `x` in batches of one size (the last one padded), so
-        each compiled function sees a single shape."""
-        out = []
-        for start in range(0, len(x), self.batch_size):
-            chunk = np.asarray(x[start : start + self.batch_size])
-            count = len(chunk)
-            if count < self.batch_size:
-                pad = np.repeat(chunk[-1:], self.batch_size - count, axis=0)
-                chunk = np.concatenate([chunk, pad])
-            out.append(np.asarray(model.predict_on_batch(chunk))[:count])
-        return np.concatenate(out).astype("float32")
+        return _predict_in_batches(model, x, self.batch_size)
 
     def __call__(self):
         """Probes the current weights; returns `classification_metrics`."""
@@ -117,3 +113,132 @@ class RepeatedProbe:
         return classification_metrics(
             logits, self.test_labels, self.num_classes
         )
+
+
+def _predict_in_batches(model, x, batch_size):
+    """`model` over `x` in batches of one size (the last one padded), so
+    each compiled function sees a single shape."""
+    out = []
+    for start in range(0, len(x), batch_size):
+        chunk = np.asarray(x[start : start + batch_size])
+        count = len(chunk)
+        if count < batch_size:
+            pad = np.repeat(chunk[-1:], batch_size - count, axis=0)
+            chunk = np.concatenate([chunk, pad])
+        out.append(np.asarray(model.predict_on_batch(chunk))[:count])
+    return np.concatenate(out).astype("float32")
+
+
+class FeatureProbe:
+    """A probe head trained again and again on cached block features.
+
+    Every call trains the head from the same initial weights (drawn once,
+    seeded) with `probing.train_probe`'s recipe on cached features (AdamW,
+    5% warm-up, cosine decay; the batches of `IndexedBatches(x, y,
+    batch_size, seed)`). The initial weights are the head's own draw, not
+    those of an `AIMImageClassifier` built with the same seed, so a call
+    matches a fresh `train_probe` in recipe, not bit for bit. The compiled
+    head is kept per training-set size, and only its weights and optimizer
+    state are reset: comparing trunks with features of one shape, or
+    several draws of few labels, compiles once per size.
+
+    Args:
+        feature_shape: `(tokens, hidden_dim)` of one example's features.
+        num_classes: int.
+        num_heads: int, attention heads of the attentive head (the trunk's).
+        probe: `"attentive"` or `"linear"`.
+        epochs, batch_size, learning_rate, weight_decay, seed: as for
+            `probing.train_probe`.
+
+    Example:
+
+    ```python
+    probe = FeatureProbe(x.shape[1:], num_classes=10, num_heads=4)
+    logits = probe(x[subset], y[subset], test_x)   # (len(test_x), 10)
+    ```
+    """
+
+    def __init__(
+        self,
+        feature_shape,
+        num_classes,
+        num_heads,
+        probe="attentive",
+        epochs=30,
+        batch_size=64,
+        learning_rate=1e-3,
+        weight_decay=0.05,
+        seed=0,
+    ):
+        shape = tuple(feature_shape)
+        if len(shape) != 2 or not all(
+            isinstance(d, (int, np.integer)) and d > 0 for d in shape
+        ):
+            raise ValueError(
+                "`feature_shape` must be (tokens, hidden_dim), positive "
+                f"integers; got feature_shape={feature_shape!r}."
+            )
+        if probe not in ("attentive", "linear"):
+            raise ValueError(
+                f"`probe` must be 'attentive' or 'linear'; got probe={probe!r}."
+            )
+        self.feature_shape = tuple(int(d) for d in shape)
+        self.num_classes = positive_int(num_classes, "num_classes")
+        self.num_heads = positive_int(num_heads, "num_heads")
+        self.probe = probe
+        self.epochs = positive_int(epochs, "epochs")
+        self.batch_size = positive_int(batch_size, "batch_size")
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.seed = seed
+        self.initial = None
+        self._heads = {}  # training-set size -> (head, optimizer state)
+
+    def _build(self, num_train):
+        keras.utils.set_random_seed(self.seed)  # the head's initial weights
+        hidden_dim = self.feature_shape[-1]
+        if self.probe == "attentive":
+            layer = AIMAttentivePooling(
+                hidden_dim, self.num_heads, self.num_classes, name="probe_head"
+            )
+        else:
+            layer = AIMLinearProbe(
+                hidden_dim, self.num_classes, name="probe_head"
+            )
+        head = keras.Sequential([keras.Input(shape=self.feature_shape), layer])
+        if self.initial is None:
+            self.initial = [np.array(v) for v in head.weights]
+        steps = self.epochs * -(-num_train // self.batch_size)
+        compile_probe(head, steps, self.learning_rate, self.weight_decay)
+        head.optimizer.build(head.trainable_variables)
+        state = [np.array(v) for v in head.optimizer.variables]
+        return head, state
+
+    def __call__(self, x, y, test_x):
+        """Trains the head on `(x, y)`; returns float32 logits of `test_x`.
+
+        Raises `TrainingDivergedError` (as `train_probe` does) when the loss
+        or a head weight becomes NaN or infinite.
+
+        Args:
+            x: `(N, tokens, hidden_dim)` training features.
+            y: `(N,)` labels in `[0, num_classes)`.
+            test_x: `(M, tokens, hidden_dim)` features to classify.
+        """
+        for name, value in (("x", x), ("test_x", test_x)):
+            if tuple(np.shape(value)[1:]) != self.feature_shape:
+                raise ValueError(
+                    f"`{name}` must have features of shape "
+                    f"{self.feature_shape}; got {np.shape(value)}."
+                )
+        check_labels(y, self.num_classes)
+        if len(x) not in self._heads:
+            self._heads[len(x)] = self._build(len(x))
+        head, state = self._heads[len(x)]
+        for variable, value in zip(head.weights, self.initial):
+            variable.assign(value)
+        for variable, value in zip(head.optimizer.variables, state):
+            variable.assign(value)
+        batches = IndexedBatches(x, y, self.batch_size, self.seed)
+        fit_or_diverge(head, batches, self.epochs)
+        return _predict_in_batches(head, test_x, 256)

@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 
+from keras_aim.callbacks.knn_monitor import KNN_LOG_FILE
 from keras_aim.callbacks.step_logger import LOG_FIELDS
 from keras_aim.utils import io_utils
 from keras_aim.utils.errors import SettingsError
@@ -130,7 +131,8 @@ def check_outputs(output_dir, outputs):
 
 
 def clear_run(output_dir):
-    """Deletes the log, TensorBoard and checkpoint folders of a run.
+    """Deletes the logs (`log.csv`, `knn.csv`), TensorBoard and checkpoint
+    folders of a run.
 
     Checkpoints found damaged (`damaged_step_...`) are kept, moved to
     `damaged_checkpoints/` for inspection.
@@ -146,9 +148,10 @@ def clear_run(output_dir):
                 os.rename(os.path.join(checkpoints, name), target)
     shutil.rmtree(checkpoints, ignore_errors=True)
     shutil.rmtree(os.path.join(output_dir, TENSORBOARD_DIR), ignore_errors=True)
-    log = os.path.join(output_dir, LOG_FILE)
-    if os.path.exists(log):
-        os.remove(log)
+    for name in (LOG_FILE, KNN_LOG_FILE):
+        log = os.path.join(output_dir, name)
+        if os.path.exists(log):
+            os.remove(log)
 
 
 # A row of log.csv is ~100 bytes: ten million logged steps fit in 1 GB.

@@ -1,5 +1,6 @@
 """Figures of a run, drawn with Matplotlib's Agg canvas (no display needed):
-the loss curve and grids of next-patch reconstructions."""
+the loss curve, grids of next-patch reconstructions, confusion matrices,
+label-efficiency curves."""
 
 import math
 
@@ -220,6 +221,63 @@ def plot_points(
         axis.legend(fontsize=8)
     if title:
         axis.set_title(title)
+    figure.tight_layout()
+    figure.savefig(png_path)
+    return png_path
+
+
+def plot_label_efficiency(arms, png_path, title=None):
+    """Draws label-efficiency curves, one panel per method, to a PNG.
+
+    Args:
+        arms: `{arm name: probing.label_efficiency result}`; every result
+            has the same `labels_per_class` points (ints, then `"all"`).
+        png_path: the PNG to write.
+        title: optional figure title.
+
+    Returns:
+        `png_path`.
+    """
+    if not arms:
+        raise ValueError("`arms` is empty: nothing to plot.")
+    first = next(iter(arms.values()))
+    points = first["labels_per_class"]
+    counts = [p for p in points if p != "all"]
+    # "all" sits one step (in log space) past the largest count.
+    last = max(counts) * 2.5 if counts else 1
+    x = [last if p == "all" else p for p in points]
+    methods = []
+    for curve in arms.values():
+        if curve["labels_per_class"] != points:
+            raise ValueError("Every arm must have the same points.")
+        methods += [m for m in curve["methods"] if m not in methods]
+    figure = _figure(4.2 * len(methods), 4)
+    for column, method in enumerate(methods):
+        axis = figure.add_subplot(1, len(methods), column + 1)
+        for index, (arm, curve) in enumerate(arms.items()):
+            if method not in curve["methods"]:
+                continue
+            result = curve["methods"][method]
+            axis.errorbar(
+                x,
+                100 * np.asarray(result["top1_mean"]),
+                yerr=100 * np.asarray(result["top1_std"]),
+                fmt="o-",
+                color=f"C{index % 10}",
+                capsize=3,
+                label=arm,
+            )
+        axis.set_xscale("log")
+        axis.set_xticks(x)
+        axis.set_xticklabels([str(p) for p in points])
+        axis.minorticks_off()
+        axis.set_xlabel("labels per class")
+        axis.set_ylabel("test top-1 (%)")
+        axis.set_title(method)
+        axis.grid(True, alpha=0.3)
+        axis.legend(fontsize=8)
+    if title:
+        figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(png_path)
     return png_path
