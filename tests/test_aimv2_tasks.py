@@ -123,7 +123,7 @@ def v2_preset(tmp_path_factory):
     return folder
 
 
-@pytest.mark.large
+@pytest.mark.extra_large
 def test_the_examples_take_an_aimv2_preset_folder(v2_preset, tmp_path):
     probe, finetune, extract, evaluate, export = (
         load_example(n)

@@ -153,7 +153,7 @@ def test_released_sizes_formula(name, count):
     assert expected_params(arch["hidden_dim"], arch["num_layers"], 14) == count
 
 
-@pytest.mark.large(backend="tensorflow")
+@pytest.mark.extra_large  # test_presets builds the same trunk in its classifier
 def test_aim_600m_architecture_offline():
     backbone = keras_aim.AIMBackbone.from_preset(
         "aim_600m", load_weights=False, dtype="bfloat16"

@@ -151,7 +151,7 @@ def digits_arrays(preset, split):
 
 @pytest.mark.parametrize(
     "labels_per_class",
-    [pytest.param(0, marks=pytest.mark.large(backend="torch")), 4],
+    [pytest.param(n, marks=pytest.mark.large(backend="torch")) for n in (0, 4)],
 )
 def test_knn_probe_trains_and_saves_nothing(preset, tmp_path, labels_per_class):
     from keras_aim import probing

@@ -145,6 +145,7 @@ FOLDERS = dict(
 )
 
 
+@pytest.mark.large(backend="tensorflow")
 @settings(SOME, max_examples=4)
 @given(**FOLDERS)
 def test_evaluate_labels_folders_by_the_saved_class_names(
@@ -155,7 +156,7 @@ def test_evaluate_labels_folders_by_the_saved_class_names(
     )
 
 
-@pytest.mark.large
+@pytest.mark.extra_large
 @settings(SOME, max_examples=40)
 @given(**FOLDERS)
 def test_evaluate_labels_many_generated_folders(

@@ -61,10 +61,10 @@ def start_backend(backend, workers, options, fast_xla, log):
     return header, process
 
 
-def finish_backend(backend, header, process, log, start):
+def finish_backend(backend, header, process, log, start, end=None):
     """Waits for a session; prints its output; returns its results."""
     code = process.wait()
-    seconds = time.time() - start
+    seconds = (end or time.time()) - start
     log.seek(0)
     output = log.read().decode("utf-8", "replace")
     sys.stdout.write(header + output)
@@ -108,10 +108,16 @@ def run_backends(backends, workers, options, fast_xla, concurrent):
                     time.time(),
                 )
             )
+        ends = {}
+        while len(ends) < len(started):  # each session's own end time
+            for backend, _, _, process, _ in started:
+                if backend not in ends and process.poll() is not None:
+                    ends[backend] = time.time()
+            time.sleep(0.5)
         for backend, log, header, process, start in started:
             with log:
                 results[backend] = finish_backend(
-                    backend, header, process, log, start
+                    backend, header, process, log, start, ends[backend]
                 )
         return results
     for backend in backends:
