@@ -160,6 +160,77 @@ def test_indexed_batches_cover_each_epoch_in_a_seeded_order():
         probing.IndexedBatches(x[:0], np.arange(0), 4)
 
 
+def test_indexed_batches_as_a_tf_dataset_are_the_same_batches():
+    x = np.random.RandomState(0).rand(11, 2).astype("float32")
+    batches = probing.IndexedBatches(x, np.arange(11), 4, seed=3)
+    batches.on_epoch_end()
+    dataset = list(batches.as_tf_dataset(3).as_numpy_iterator())
+    assert len(dataset) == 3 * len(batches) == 9
+    for epoch in range(3):  # the three epochs after the current one
+        batches.on_epoch_end()
+        for i in range(len(batches)):
+            got_x, got_y = dataset[epoch * len(batches) + i]
+            want_x, want_y = batches[i]
+            np.testing.assert_array_equal(got_y, want_y)
+            np.testing.assert_array_equal(got_x, want_x)
+    with pytest.raises(ValueError, match="epochs"):
+        batches.as_tf_dataset(0)
+
+
+def _dense_net():
+    keras.utils.set_random_seed(0)
+    net = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    net.compile(optimizer="sgd", loss="mse")
+    return net
+
+
+def test_fit_or_diverge_trains_on_the_batches_of_the_next_epochs(
+    monkeypatch, tmp_path
+):
+    """On every backend: the steps of a plain loop over `batches[i]`, from
+    the epoch after the current one (Keras's `fit` calls `on_epoch_end`
+    once as it starts); on TensorFlow without a Python call per batch."""
+    rng = np.random.RandomState(0)
+    x = rng.rand(10, 3).astype("float32")
+    y = rng.rand(10, 2).astype("float32")
+    reference = _dense_net()
+    expected = probing.IndexedBatches(x, y, 4, seed=1)
+    for _ in range(3):
+        expected.on_epoch_end()
+        for i in range(len(expected)):
+            reference.train_on_batch(*expected[i])
+    expected.on_epoch_end()
+    batches = probing.IndexedBatches(x, y, 4, seed=1)
+    calls = []
+    original = probing.IndexedBatches.__getitem__
+
+    def counted(self, index):
+        calls.append(index)
+        return original(self, index)
+
+    monkeypatch.setattr(probing.IndexedBatches, "__getitem__", counted)
+    net = probing.divergence.fit_or_diverge(_dense_net(), batches, epochs=3)
+    tensorflow = keras.backend.backend() == "tensorflow"
+    assert (calls == []) == tensorflow  # no Python callback fed a batch
+    assert batches.epoch == expected.epoch == 4
+    assert int(net.optimizer.iterations.numpy()) == 9
+    for got, want in zip(net.weights, reference.weights):
+        # The same steps in one process; the tolerance covers a fused
+        # `fit` step against `train_on_batch` in float32.
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5)
+    if not tensorflow:
+        return
+    # A memory map (a set too large for memory) keeps the PyDataset route.
+    mapped = np.lib.format.open_memmap(
+        str(tmp_path / "x.npy"), mode="w+", dtype="float32", shape=x.shape
+    )
+    mapped[:] = x
+    probing.divergence.fit_or_diverge(
+        _dense_net(), probing.IndexedBatches(mapped, y, 4, seed=1), epochs=1
+    )
+    assert calls
+
+
 def test_layer_decay_scales_each_block_learning_rate():
     layers = {}
     for name in ("patch_embedding", "block_0", "block_1", "probe_head"):

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 
 from keras_aim.callbacks.stop_on_non_finite_loss import StopOnNonFiniteLoss
+from keras_aim.probing.features import IndexedBatches
 from keras_aim.utils.errors import TrainingDivergedError
 
 ADVICE = (
@@ -27,13 +28,25 @@ def fit_or_diverge(model, batches, epochs, verbose=0):
             stops at that step), or a weight is not finite afterwards.
     """
     guard = StopOnNonFiniteLoss()
-    model.fit(
-        batches,
+    data, steps = batches, None
+    if (
+        keras.backend.backend() == "tensorflow"
+        and isinstance(batches, IndexedBatches)
+        and batches.in_memory
+    ):
+        # No Python inside TensorFlow's input threads (see `as_tf_dataset`).
+        data, steps = batches.as_tf_dataset(epochs), len(batches)
+    history = model.fit(
+        data,
         epochs=epochs,
+        steps_per_epoch=steps,
         verbose=verbose,
         shuffle=False,
         callbacks=[guard],
     )
+    if data is not batches:  # where Keras's `on_epoch_end` calls leave it
+        batches.epoch += 1 + len(history.epoch)
+        batches._order = batches._make_order()
     if guard.loss is not None:
         raise TrainingDivergedError(guard.step, guard.loss, None, advice=ADVICE)
     for variable in model.weights:

@@ -51,11 +51,58 @@ class IndexedBatches(keras.utils.PyDataset):
         self.epoch = 0
         self._order = self._make_order()
 
-    def _make_order(self):
+    def _make_order(self, epoch=None):
         if not self.shuffle:
             return np.arange(len(self.y))
-        rng = np.random.RandomState([self.seed, self.epoch])
+        epoch = self.epoch if epoch is None else epoch
+        rng = np.random.RandomState([self.seed, epoch])
         return rng.permutation(len(self.y))
+
+    def epoch_indices(self, epoch):
+        """The example indices that epoch `epoch` visits, batch after batch
+        (each batch's indices ascending, as `__getitem__` reads them)."""
+        order = self._make_order(epoch)
+        batch = np.arange(len(order)) // self.batch_size
+        return order[np.lexsort((order, batch))]
+
+    @property
+    def in_memory(self):
+        """Whether the inputs are an in-memory array (not a memory map)."""
+        return isinstance(self.x, np.ndarray) and not isinstance(
+            self.x, np.memmap
+        )
+
+    def as_tf_dataset(self, epochs):
+        """The `epochs` epochs after the current one (`self.epoch + 1` on)
+        as one `tf.data.Dataset` that runs no Python: what `fit` trains on
+        with this `PyDataset`, since Keras's `fit` calls `on_epoch_end`
+        once as it starts.
+
+        Why: Keras feeds a `PyDataset` to TensorFlow through
+        `tf.data.Dataset.from_generator`, which calls back into Python from
+        TensorFlow's threads; under load that route has crashed the
+        process (a segfault or abort inside `fit`) on the TensorFlow
+        backend. Here the arrays are captured once and each batch is a
+        `tf.gather` of precomputed indices: the same batches, in the same
+        order, as `__getitem__` gives. Pass `steps_per_epoch=len(self)`
+        to `fit` (the dataset holds every epoch back to back).
+        """
+        import tensorflow as tf
+
+        epochs = positive_int(epochs, "epochs")
+        orders = np.stack(
+            [self.epoch_indices(self.epoch + 1 + e) for e in range(epochs)]
+        ).astype("int32")
+        x = tf.constant(np.asarray(self.x))
+        y = tf.constant(self.y)
+        size = self.batch_size
+
+        def one_epoch(indices):
+            return tf.data.Dataset.from_tensor_slices(indices).batch(size)
+
+        dataset = tf.data.Dataset.from_tensor_slices(orders).flat_map(one_epoch)
+        dataset = dataset.map(lambda i: (tf.gather(x, i), tf.gather(y, i)))
+        return dataset.prefetch(2)
 
     def __len__(self):
         return math.ceil(len(self.y) / self.batch_size)
