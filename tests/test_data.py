@@ -428,9 +428,16 @@ def test_evaluation_dataset_from_arrays_and_folder(class_folder):
         (1, 28, 28, 3),
     ]
     assert np.concatenate([y for _, y in batches]).tolist() == [2, 0, 1]
-    mixed = [images[0], images[1, :30]]
-    shapes = [x.shape for x in data.evaluation_dataset(mixed, crop_size=20)]
-    assert shapes == [(2, 20, 20, 3)]
+    mixed = [images[0], images[1, :30], images[2, :, :41]]
+    (got,) = list(data.evaluation_dataset(mixed, crop_size=20))
+    assert got.shape == (3, 20, 20, 3)
+    for image, row in zip(mixed, np.asarray(got)):  # each one on its own
+        (alone,) = list(data.evaluation_dataset(image[None], crop_size=20))
+        np.testing.assert_array_equal(row, np.asarray(alone)[0])
+    with pytest.raises(ValueError, match="empty list"):
+        data.evaluation_dataset([])
+    with pytest.raises(ValueError, match=r"channels; got \[1, 3\]"):
+        data.evaluation_dataset([images[0], images[1, :, :, :1]])
     folder, colours = class_folder
     dataset = data.evaluation_dataset(
         str(folder), labels="inferred", resize_size=16, crop_size=16

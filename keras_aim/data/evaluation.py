@@ -170,16 +170,28 @@ def evaluation_dataset(
         np.ndim(image) == 3 for image in source
     ):
         images = [np.asarray(image) for image in source]
+        if not images:
+            raise ValueError("`source` is an empty list; it needs images.")
+        channels = {image.shape[-1] for image in images}
+        if len(channels) != 1:
+            raise ValueError(
+                "All images in `source` must have the same number of "
+                f"channels; got {sorted(channels)}."
+            )
         dtypes = {image.dtype for image in images}
         if len(dtypes) != 1:
             raise ValueError(
                 f"All images in `source` must share a dtype; got {dtypes}."
             )
-        dataset = tf.data.Dataset.from_generator(
-            lambda: iter(images),
-            output_signature=tf.TensorSpec(
-                (None, None, images[0].shape[-1]), images[0].dtype
-            ),
+        # One flat tensor and each image's shape, not `from_generator`: no
+        # Python runs inside tf.data's threads (see docs/reliability.md).
+        flat = tf.RaggedTensor.from_row_lengths(
+            np.concatenate([image.reshape(-1) for image in images]),
+            [image.size for image in images],
+        )
+        shapes = np.array([image.shape for image in images], "int64")
+        dataset = tf.data.Dataset.from_tensor_slices((flat, shapes)).map(
+            tf.reshape
         )
         num_images = len(images)
     else:
