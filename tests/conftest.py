@@ -190,3 +190,18 @@ def exit_error(main, args, capsys, code=2):
     errors = [line for line in err.splitlines() if "ERROR" in line]
     assert len(errors) == 1 and errors[0].startswith("ERROR: "), err[-2000:]
     return errors[0]
+
+
+def stderr_report(stderr, limit=3000):
+    """What a failed subprocess's stderr says, for an assertion message:
+    the crash report of a process that died in native code (faulthandler's
+    "Fatal Python error" and the threads' stacks, without the long list of
+    extension modules that follows), else the last `limit` characters."""
+    stderr = stderr or ""
+    start = stderr.find("Fatal Python error")
+    if start < 0:
+        return stderr[-limit:]
+    end = stderr.find("Extension modules:", start)
+    report = stderr[start : end if end > 0 else None]
+    before = stderr[max(0, start - 1000) : start]  # e.g. a C++ check failure
+    return (before + report)[: limit + 1000]

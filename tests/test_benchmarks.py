@@ -7,6 +7,7 @@ import sys
 
 import keras
 import pytest
+from conftest import stderr_report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -20,7 +21,7 @@ def run_script(name, *args):
         text=True,
         timeout=600,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, stderr_report(result.stderr)
     return result.stdout
 
 

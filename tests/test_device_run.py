@@ -9,6 +9,7 @@ import sys
 
 import keras
 import pytest
+from conftest import stderr_report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks", "device"))
@@ -78,7 +79,7 @@ def test_dry_run_writes_every_number(tmp_path):
         text=True,
         timeout=600,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, stderr_report(result.stderr)
     with open(stem + ".dry.json") as f:
         results = json.load(f)
     assert results["dry_run"] is True

@@ -18,6 +18,7 @@ import types
 import keras
 import numpy as np
 import pytest
+from conftest import stderr_report
 
 import keras_aim
 from keras_aim.distribution import layout
@@ -153,7 +154,7 @@ def run_worker(check, tmp_path, env, command=None):
         text=True,
         timeout=900,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, stderr_report(result.stderr)
     return output
 
 
@@ -268,7 +269,7 @@ def pretrain(args, env, command=None):
         text=True,
         timeout=900,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, stderr_report(result.stderr)
     return result.stdout
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from conftest import exit_error
 from conftest import load_example
+from conftest import stderr_report
 
 import keras_aim
 
@@ -414,7 +415,7 @@ def test_command_line_run(script, preset, probed, tmp_path):
         text=True,
         timeout=600,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, stderr_report(result.stderr)
     assert "ERROR" not in result.stderr
     assert "Wall time" in result.stdout
     if script == "extract_features":

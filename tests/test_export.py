@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import load_example
+from conftest import stderr_report
 from conftest import to_numpy
 
 import keras_aim
@@ -325,6 +326,6 @@ def test_example_bad_input_exits_2_with_one_line(args, message, tmp_path):
         text=True,
         timeout=300,
     )
-    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.returncode == 2, stderr_report(result.stderr)
     errors = [x for x in result.stderr.splitlines() if x.startswith("ERROR")]
     assert len(errors) == 1 and message in errors[0]

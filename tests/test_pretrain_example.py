@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 from conftest import exit_error
 from conftest import load_example
+from conftest import stderr_report
 
 from keras_aim import training
 
@@ -460,7 +461,7 @@ def test_subprocess_sigterm_then_resume(tmp_path):
         _, stderr = process.communicate(timeout=300)
     finally:
         watchdog.cancel()
-    assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    assert process.returncode == 128 + signal.SIGTERM, stderr_report(stderr)
     stopped_at = len(read_rows(output_dir))
     assert 1 <= stopped_at < 40
     manager = training.CheckpointManager(

@@ -28,6 +28,7 @@ import keras
 import pytest
 from conftest import exit_error
 from conftest import load_example
+from conftest import stderr_report
 from hostile import make_hostile
 from PIL import Image
 
@@ -294,7 +295,7 @@ def test_two_real_probes_into_one_folder(preset, tmp_path):
             text=True,
             timeout=300,
         )
-        assert second.returncode == 2, second.stderr[-2000:]
+        assert second.returncode == 2, stderr_report(second.stderr)
         errors = [x for x in second.stderr.splitlines() if "ERROR" in x]
         assert len(errors) == 1 and f"process {first.pid}" in errors[0]
         time.sleep(5)  # into the features or the training
