@@ -45,6 +45,7 @@ so that `--help` and a bad flag stay fast.
 
 import contextlib
 import functools
+import importlib.util
 import inspect
 import os
 import stat
@@ -64,6 +65,30 @@ flags.disclaim_key_flags()
 
 EXIT_BAD_SETTINGS = 2
 EXIT_DIVERGED = 3
+
+
+def _set_tensorflow_switches():
+    """`keras_aim.utils.tensorflow_cpu`'s switch, before any script runs
+    TensorFlow.
+
+    Loaded by its path: importing `keras_aim` here would load Keras (and
+    TensorFlow) and slow `--help`.
+    """
+    spec = importlib.util.find_spec("keras_aim")
+    if spec is None or not spec.submodule_search_locations:
+        return
+    path = os.path.join(
+        spec.submodule_search_locations[0], "utils", "tensorflow_cpu.py"
+    )
+    module_spec = importlib.util.spec_from_file_location(
+        "_keras_aim_tensorflow_cpu", path
+    )
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    module.cap_onednn_on_amx()
+
+
+_set_tensorflow_switches()
 
 
 def default_image_size(source):

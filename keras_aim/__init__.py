@@ -6,6 +6,13 @@ next-patch objective, probe and fine-tune them on JAX, PyTorch or TensorFlow
 Models", ICML 2024).
 """
 
+# ruff: noqa: E402 (the first import runs before the others)
+
+# Before TensorFlow's oneDNN runs a kernel (see `utils/tensorflow_cpu.py`).
+from keras_aim.utils import tensorflow_cpu
+
+tensorflow_cpu.cap_onednn_on_amx()
+
 from keras_aim import callbacks
 from keras_aim import data
 from keras_aim import layers

@@ -10,6 +10,10 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+# First, so that its TensorFlow switch (`utils/tensorflow_cpu.py`) is set
+# before any test runs TensorFlow; subprocesses inherit it.
+import keras_aim  # noqa: E402
+
 
 def pytest_addoption(parser):
     parser.addoption(
@@ -145,8 +149,6 @@ TINY = dict(
 
 @pytest.fixture
 def tiny_backbone():
-    import keras_aim
-
     return keras_aim.AIMBackbone(**TINY)
 
 
