@@ -26,6 +26,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LINT_PATHS = ["keras_aim", "tests", "tools", "examples", "benchmarks"]
 COUNT = re.compile(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed)")
+SUMMARY = re.compile(
+    r"\d+ (passed|failed|skipped|errors?)\b.* in \d+(\.\d+)?s\b"
+)
 
 
 def run_lint():
@@ -69,8 +72,10 @@ def finish_backend(backend, header, process, log, start, end=None):
     output = log.read().decode("utf-8", "replace")
     sys.stdout.write(header + output)
     sys.stdout.flush()
-    lines = [line for line in output.splitlines() if line.strip()]
-    summary = lines[-1] if lines else ""
+    # pytest's closing line ("N passed, N skipped ... in 12.3s"): the last
+    # such line, since a library may log after it while the process exits.
+    summaries = [line for line in output.splitlines() if SUMMARY.search(line)]
+    summary = summaries[-1] if summaries else ""
     counts = {"passed": 0, "failed": 0, "skipped": 0, "errors": 0}
     for number, kind in COUNT.findall(summary):
         key = "errors" if kind.startswith("error") else kind
