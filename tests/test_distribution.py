@@ -366,3 +366,35 @@ def test_remat_scope_recomputes_the_blocks_and_keeps_the_losses(monkeypatch):
     rematerialised = losses(True)
     np.testing.assert_allclose(rematerialised, plain, rtol=1e-5)
     assert set(wrapped) == {"block_0", "block_1"}
+
+
+def test_torch_ddp_shutdown_is_registered_and_destroys_the_group_once(
+    tmp_path, monkeypatch
+):
+    import torch.distributed as dist
+
+    from keras_aim.distribution import torch_ddp
+
+    registered = []
+    monkeypatch.setattr(torch_ddp.atexit, "register", registered.append)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert torch_ddp.initialize() == (0, 1)  # not launched: no group
+    assert registered == [] and not dist.is_initialized()
+    # As torchrun would start it, in one process: a group of one.
+    real_init = dist.init_process_group
+    store = f"file://{tmp_path / 'store'}"
+    monkeypatch.setattr(
+        dist,
+        "init_process_group",
+        lambda backend: real_init(
+            backend, init_method=store, rank=0, world_size=1
+        ),
+    )
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert torch_ddp.initialize("gloo") == (0, 1)
+    assert registered == [torch_ddp.shutdown] and dist.is_initialized()
+    assert torch_ddp.initialize("gloo") == (0, 1)  # already up: kept
+    assert registered == [torch_ddp.shutdown]
+    torch_ddp.shutdown()
+    assert not dist.is_initialized()
+    torch_ddp.shutdown()  # again: nothing to do

@@ -20,6 +20,7 @@ rank)`).
     torchrun --nproc_per_node=2 examples/pretrain.py --distribution=data
 """
 
+import atexit
 import os
 
 from keras_aim.distribution.replicas import ReplicaContext
@@ -45,7 +46,19 @@ def initialize(backend=None):
         if backend is None:
             backend = "nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend)
+        # A process group still alive when the interpreter finalises can
+        # abort the process on its way out ("terminate called without an
+        # active exception", seen from a gloo rank after its work was done).
+        atexit.register(shutdown)
     return dist.get_rank(), dist.get_world_size()
+
+
+def shutdown():
+    """Destroys the process group, if one is up (registered at exit by
+    `initialize`; safe to call again)."""
+    _, dist = _torch()
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 class TorchReplicaContext(ReplicaContext):
