@@ -22,15 +22,19 @@ def features(seed, num, tokens=4, width=8, classes=3):
 def test_every_call_starts_from_the_same_head(probe):
     x, y = features(0, 24)
     test_x, test_y = features(1, 9)
-    head = probing.FeatureProbe(
-        x.shape[1:],
-        3,
-        num_heads=2,
-        probe=probe,
-        epochs=10,
-        batch_size=8,
-        learning_rate=3e-2,
-    )
+
+    def build():
+        return probing.FeatureProbe(
+            x.shape[1:],
+            3,
+            num_heads=2,
+            probe=probe,
+            epochs=10,
+            batch_size=8,
+            learning_rate=3e-2,
+        )
+
+    head = build()
     first = head(x, y, test_x)
     assert first.shape == (9, 3) and first.dtype == np.float32
     # Training on other data in between changes nothing for the next call
@@ -38,15 +42,7 @@ def test_every_call_starts_from_the_same_head(probe):
     other = head(x[:12], (y[:12] + 1) % 3, test_x)
     assert not np.allclose(other, first)
     np.testing.assert_allclose(head(x, y, test_x), first, rtol=1e-5, atol=1e-6)
-    fresh = probing.FeatureProbe(
-        x.shape[1:],
-        3,
-        num_heads=2,
-        probe=probe,
-        epochs=10,
-        batch_size=8,
-        learning_rate=3e-2,
-    )
+    fresh = build()
     np.testing.assert_allclose(fresh(x, y, test_x), first, rtol=1e-5, atol=1e-6)
     assert sorted(head._heads) == [12, 24]  # one compiled head per size
     accuracy = probing.classification_metrics(first, test_y)["top1"]

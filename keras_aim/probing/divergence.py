@@ -45,8 +45,7 @@ def fit_or_diverge(model, batches, epochs, verbose=0):
         callbacks=[guard],
     )
     if data is not batches:  # where Keras's `on_epoch_end` calls leave it
-        batches.epoch += 1 + len(history.epoch)
-        batches._order = batches._make_order()
+        batches.on_epoch_end(1 + len(history.epoch))
     if guard.loss is not None:
         raise TrainingDivergedError(guard.step, guard.loss, None, advice=ADVICE)
     for variable in model.weights:

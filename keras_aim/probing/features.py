@@ -113,8 +113,9 @@ class IndexedBatches(keras.utils.PyDataset):
         )
         return np.asarray(self.x[chosen]), self.y[chosen]
 
-    def on_epoch_end(self):
-        self.epoch += 1
+    def on_epoch_end(self, epochs=1):
+        """Moves on `epochs` epochs (Keras calls it with none: one)."""
+        self.epoch += epochs
         self._order = self._make_order()
 
 
