@@ -137,6 +137,8 @@ def cpu_info(path="/proc/cpuinfo"):
         # oneDNN's ISA cap, when set, decides whether AMX can be used.
         "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA")
         or os.environ.get("DNNL_MAX_CPU_ISA"),
+        # TensorFlow's inter-op threads (keras_aim sets 1 on TensorFlow).
+        "tf_num_interop_threads": os.environ.get("TF_NUM_INTEROP_THREADS"),
     }
 
 

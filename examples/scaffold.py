@@ -85,7 +85,7 @@ def _set_tensorflow_switches():
     )
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
-    module.cap_onednn_on_amx()
+    module.one_op_at_a_time()
 
 
 _set_tensorflow_switches()

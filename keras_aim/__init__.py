@@ -8,10 +8,10 @@ Models", ICML 2024).
 
 # ruff: noqa: E402 (the first import runs before the others)
 
-# Before TensorFlow's oneDNN runs a kernel (see `utils/tensorflow_cpu.py`).
+# Before TensorFlow creates its runtime (see `utils/tensorflow_cpu.py`).
 from keras_aim.utils import tensorflow_cpu
 
-tensorflow_cpu.cap_onednn_on_amx()
+tensorflow_cpu.one_op_at_a_time()
 
 from keras_aim import callbacks
 from keras_aim import data

@@ -1,44 +1,32 @@
-"""TensorFlow on AMX CPUs: oneDNN capped below AMX before it first runs.
+"""TensorFlow: one op at a time between ops, set before TensorFlow starts.
 
-Why this exists: on an Intel Xeon with AMX and AVX-512 BF16 (the project's
-CI machine), TensorFlow 2.21's oneDNN kernels corrupted the heap in about
-1 probe run in 20 (`examples/probe.py` on TensorFlow: a segfault, or
-glibc's "corrupted size vs. prev_size" abort, inside `fit`). With oneDNN
-capped at AVX-512 BF16 (`ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16`: no AMX
-tiles) none of 90 runs crashed, and TensorFlow's float32 training step
-kept its speed; `TF_ENABLE_ONEDNN_OPTS=0` also stopped the crashes but made
-the float32 step 1.26x slower (docs/reliability.md has the runs). The
-earlier AMD machine (AVX2) never crashed.
+Why this exists: TensorFlow 2.21 with oneDNN (its default on x86 CPUs)
+corrupted the heap when two oneDNN ops ran at once on its inter-op
+threads. `examples/probe.py` on TensorFlow (a 2-block width-32 backbone,
+one epoch, two runs at a time on 2 cores) died in about 1 run in 15:
+a segfault in `dnnl_memory_set_data_handle` under `MklEinsum` (the
+attentive probe's key and value projections, two einsums of one shape
+that TensorFlow may run side by side), or glibc's "corrupted double-linked
+list" when the next tensor was allocated. With `TF_NUM_INTEROP_THREADS=1`
+none of 158 runs crashed; `TF_ENABLE_ONEDNN_OPTS=0` stopped it as well,
+but costs the float32 step 1.26x. Capping oneDNN below AMX did not stop
+it (5 crashes in 64). docs/reliability.md has the runs, and
+docs/benchmarks.md what the setting costs.
 
-oneDNN reads the variable when it runs its first kernel, so `import
-keras_aim` (and every example script, before it loads Keras) sets it when
-Keras runs on TensorFlow on a CPU that reports AMX, unless the user set it
-or `TF_ENABLE_ONEDNN_OPTS`: any value of either is their choice
-(`ONEDNN_MAX_CPU_ISA=ALL` keeps AMX, and TensorFlow's bfloat16 speed on
-it, with the risk above). On JAX and PyTorch nothing is set: PyTorch's own
-oneDNN (which reads the same variable) takes its bfloat16 speed from AMX,
-and TensorFlow only feeds data there.
+TensorFlow reads the variable when it creates its runtime (its first op),
+so `import keras_aim` (and every example script, before it loads Keras)
+sets it when Keras runs on TensorFlow, unless the user set it: any value
+is their choice (`TF_NUM_INTEROP_THREADS=0` is TensorFlow's own default,
+with the risk above). Each op still uses every core (intra-op threads).
+Nothing is set on JAX or PyTorch, where TensorFlow only feeds data.
 """
 
 import json
 import os
 import sys
 
-VARIABLE = "ONEDNN_MAX_CPU_ISA"
-CAP = "AVX512_CORE_BF16"
-USER_CHOICES = (VARIABLE, "TF_ENABLE_ONEDNN_OPTS")
-
-
-def cpu_has_amx(cpuinfo="/proc/cpuinfo"):
-    """Whether the CPU flags list AMX tiles (Linux; `False` elsewhere)."""
-    try:
-        with open(cpuinfo, encoding="utf-8", errors="replace") as file:
-            for line in file:
-                if line.startswith("flags"):
-                    return "amx_tile" in line.split()
-    except OSError:
-        return False
-    return False
+VARIABLE = "TF_NUM_INTEROP_THREADS"
+VALUE = "1"
 
 
 def keras_backend_name(environ=None, modules=None):
@@ -67,27 +55,23 @@ def keras_backend_name(environ=None, modules=None):
         return "tensorflow"
 
 
-def cap_onednn_on_amx(environ=None, modules=None, cpuinfo="/proc/cpuinfo"):
-    """Sets `ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16` where it avoids the
-    crash above.
+def one_op_at_a_time(environ=None, modules=None):
+    """Sets `TF_NUM_INTEROP_THREADS=1` where it avoids the crash above.
 
     Args:
         environ: the environment to change (default `os.environ`).
         modules: the loaded modules (default `sys.modules`).
-        cpuinfo: where the CPU flags are read.
 
     Returns:
-        Whether it set the variable: not when the user set it or
-        `TF_ENABLE_ONEDNN_OPTS`, not when Keras runs on JAX or PyTorch, and
-        not on CPUs without AMX. (Set after oneDNN ran its first kernel in
-        this process, it has no effect: import keras_aim before computing.)
+        Whether it set the variable: not when the user set it, and not
+        when Keras runs on JAX or PyTorch. (Set after TensorFlow ran its
+        first op in this process, it has no effect: import keras_aim
+        before computing.)
     """
     environ = os.environ if environ is None else environ
-    if any(name in environ for name in USER_CHOICES):
+    if VARIABLE in environ:
         return False
     if keras_backend_name(environ, modules) != "tensorflow":
         return False
-    if not cpu_has_amx(cpuinfo):
-        return False
-    environ[VARIABLE] = CAP
+    environ[VARIABLE] = VALUE
     return True
