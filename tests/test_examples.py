@@ -396,8 +396,19 @@ COMMANDS = {
 }
 
 
-@pytest.mark.large
-@pytest.mark.parametrize("script", sorted(COMMANDS))
+def _command_tier(script):
+    # One real command line per tier is enough to prove the scripts' shared
+    # `scaffold.cli` wiring (each `run` is tested in-process above): probe
+    # and evaluate run in `make test`, the other two in `make test-all`.
+    if script in ("probe", "evaluate"):
+        return pytest.mark.large
+    return pytest.mark.extra_large
+
+
+@pytest.mark.parametrize(
+    "script",
+    [pytest.param(s, marks=_command_tier(s), id=s) for s in sorted(COMMANDS)],
+)
 def test_command_line_run(script, preset, probed, tmp_path):
     """`python examples/SCRIPT.py ...` in a fresh interpreter: absl's
     app.run on the global flags, the files written, exit status 0."""

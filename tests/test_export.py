@@ -160,6 +160,7 @@ def test_export_reload_matches_at_two_batches_and_sizes(
     print(f"\nexport cell {backend} {format} any_size={free} {worst:.1e}")
 
 
+@pytest.mark.extra_large  # the same export route as the test above
 @pytest.mark.parametrize("backend,format", _cells())
 def test_pooled_backbone_features_export(backend, format, tmp_path):
     _require(backend, format)
