@@ -366,7 +366,9 @@ def test_cli_bfloat16_conversion(hub, tmp_path, capsys):
     assert "not empty" in capsys.readouterr().err
 
 
-@pytest.mark.large
+# `make test-all`: the same `convert.main` as the in-process test above,
+# through `python -m keras_aim.convert` in a fresh interpreter.
+@pytest.mark.extra_large
 def test_cli_end_to_end(pth, pth_model, tmp_path):
     backbone_path, head_path, sd = pth
     out = str(tmp_path / "preset")

@@ -259,7 +259,9 @@ def test_a_finished_run_releases_the_folder(preset, tmp_path):
     assert sorted(os.listdir(tmp_path)) == [".lock", "features.npz"]
 
 
-@pytest.mark.large
+# `make test-all`: the lock of the in-process tests above, across two real
+# processes and a real SIGTERM.
+@pytest.mark.extra_large
 def test_two_real_probes_into_one_folder(preset, tmp_path):
     """A live probe holds its folder; a second command exits 2 naming it;
     a SIGTERM leaves no result, cache or temporary file behind."""
