@@ -4,10 +4,11 @@ Why this exists: TensorFlow 2.21 with oneDNN (its default on x86 CPUs)
 corrupted the heap when two oneDNN ops ran at once on its inter-op
 threads. `examples/probe.py` on TensorFlow (a 2-block width-32 backbone,
 one epoch, two runs at a time on 2 cores) died in about 1 run in 15:
-a segfault in `dnnl_memory_set_data_handle` under `MklEinsum` (the
-attentive probe's key and value projections, two einsums of one shape
-that TensorFlow may run side by side), or glibc's "corrupted double-linked
-list" when the next tensor was allocated. With `TF_NUM_INTEROP_THREADS=1`
+a segfault in `dnnl_memory_set_data_handle` under `MklEinsum` (likely
+the attentive probe's key and value projections, two einsums of one shape
+that TensorFlow may run side by side; inferred from the runs, not from a
+TensorFlow bug report), or glibc's "corrupted double-linked list" when the
+next tensor was allocated. With `TF_NUM_INTEROP_THREADS=1`
 none of 158 runs crashed; `TF_ENABLE_ONEDNN_OPTS=0` stopped it as well,
 but costs the float32 step 1.26x. Capping oneDNN below AMX did not stop
 it (5 crashes in 64). docs/reliability.md has the runs, and
