@@ -4,9 +4,11 @@ import keras
 import numpy as np
 import pytest
 from conftest import to_numpy
+from keras import ops
 
 import keras_aim
 from keras_aim.layers.masks import prefix_causal_mask
+from keras_aim.layers.masks import sample_prefix_lengths
 from keras_aim.layers.token_orders import token_order
 
 P, GRID = 4, 4
@@ -95,3 +97,37 @@ def test_per_sample_prefix_lengths_in_one_batch(backbone):
     # Patch 6 is past the prefix of sample 0 and inside that of sample 1.
     np.testing.assert_allclose(delta[0, :6], 0.0, atol=1e-6)
     assert np.all(delta[1, :6] > 1e-4)
+
+
+class Replica:
+    def __init__(self, index, num_replicas):
+        self._index, self.num_replicas = index, num_replicas
+
+    def index(self):
+        return self._index
+
+
+def test_sampled_prefix_lengths_per_image_per_batch_and_per_replica():
+    """Per image: each replica takes its slice of the global batch's draw
+    (what one process drawing for the global batch gets); per batch: one
+    length, the same on every replica."""
+    every = ops.convert_to_numpy(sample_prefix_lengths(8, 1, 15, seed=3))
+    assert every.shape == (8,) and every.min() >= 1 and every.max() <= 15
+    assert len(set(every.tolist())) > 1  # 8 equal draws of 15: p = 15**-7
+    for index in range(4):
+        mine = sample_prefix_lengths(2, 1, 15, 3, replica=Replica(index, 4))
+        np.testing.assert_array_equal(
+            ops.convert_to_numpy(mine), every[2 * index : 2 * index + 2]
+        )
+    shared = [
+        ops.convert_to_numpy(
+            sample_prefix_lengths(
+                3, 4, 6, 3, replica=Replica(index, 2), per="batch"
+            )
+        )
+        for index in range(2)
+    ]
+    np.testing.assert_array_equal(shared[0], shared[1])
+    assert len(set(shared[0].tolist())) == 1 and 4 <= shared[0][0] <= 6
+    with pytest.raises(ValueError, match="prefix_sampling.*'image'"):
+        sample_prefix_lengths(2, 1, 3, 0, per="sample")

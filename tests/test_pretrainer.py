@@ -211,6 +211,44 @@ def test_causal_attention_uses_prefix_zero():
     np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
 
 
+def test_prefix_sampling_per_batch_in_training_per_image_otherwise():
+    """`prefix_sampling="batch"`: one length shared by the batch in
+    training (varying from step to step), the loss on that length;
+    evaluation draws per image from the fixed seed, as the default does."""
+    per_batch = make_pretrainer(prefix_sampling="batch", seed=0)
+    images = random_images(6)
+    drawn = []
+    for _ in range(8):
+        out = per_batch(images, training=True)
+        k = keras.ops.convert_to_numpy(out["prefix_lengths"])
+        assert k.shape == (6,) and len(set(k.tolist())) == 1
+        assert 1 <= k[0] <= N - 1
+        drawn.append(int(k[0]))
+    assert len(set(drawn)) > 1  # 8 equal draws of 15: p = 15**-7
+    loss = per_batch.compute_loss(x=images, y_pred=out)
+    expected = np_loss(images, to_numpy(out["predictions"]), k, P)
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+    per_image = make_pretrainer(seed=0)
+    evaluation = [
+        keras.ops.convert_to_numpy(m(images)["prefix_lengths"])
+        for m in (per_batch, per_image)
+    ]
+    np.testing.assert_array_equal(*evaluation)
+    assert len(set(evaluation[0].tolist())) > 1
+
+
+def test_prefix_sampling_per_batch_trains_through_fit():
+    """The shared length inside the compiled train step, with a batch
+    dimension unknown at trace time (tf.data on TensorFlow)."""
+    import tensorflow as tf
+
+    pretrainer = make_pretrainer(prefix_sampling="batch", seed=1)
+    pretrainer.compile(optimizer=pretraining_optimizer(4, batch_size=4))
+    data = tf.data.Dataset.from_tensor_slices(random_images(8)).batch(4)
+    history = pretrainer.fit(data, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][-1])
+
+
 def test_reconstruct_keeps_the_prefix_and_the_shape():
     pretrainer = make_pretrainer(token_order="spiral")
     images = random_images(2)
@@ -356,9 +394,14 @@ def test_mixed_bfloat16_fit_step_on_a_tf_data_pipeline():
 
 def test_config_round_trip_and_saving(tmp_path):
     pretrainer = make_pretrainer(
-        token_order="random", token_order_seed=2, prefix_range=(2, 9), seed=5
+        token_order="random",
+        token_order_seed=2,
+        prefix_range=(2, 9),
+        prefix_sampling="batch",
+        seed=5,
     )
     config = pretrainer.get_config()
+    assert config["prefix_sampling"] == "batch"
     clone = AIMPretrainer.from_config(config)
     assert clone.get_config() == config
     assert type(clone.backbone) is keras_aim.AIMBackbone
@@ -399,6 +442,7 @@ def test_variable_image_size_checks_the_prefix_range_on_arrival():
         (dict(attention="bidirectional"), "bidirectional"),
         (dict(attention="full"), "attention"),
         (dict(token_order="zigzag"), "token_order"),
+        (dict(prefix_sampling="row"), "prefix_sampling"),
         (dict(seed="0"), "seed"),
     ],
 )

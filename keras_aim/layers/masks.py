@@ -1,5 +1,6 @@
-"""Attention masks for AIM pre-training."""
+"""Attention masks for AIM pre-training, and the prefix lengths they use."""
 
+import keras
 from keras import ops
 
 from keras_aim.utils import validation
@@ -51,3 +52,55 @@ def prefix_causal_mask(prefix_lengths, num_patches):
 def causal_mask(batch_size, num_patches):
     """Plain causal mask `(B, N, N)`: query `i` sees keys `j <= i`."""
     return prefix_causal_mask(ops.zeros((batch_size,), "int32"), num_patches)
+
+
+PREFIX_SAMPLING = ("image", "batch")
+
+
+def check_prefix_sampling(value):
+    """`value` if it is one of `PREFIX_SAMPLING`, else a `ValueError`."""
+    if value not in PREFIX_SAMPLING:
+        raise ValueError(
+            f"`prefix_sampling` must be one of {PREFIX_SAMPLING}; got "
+            f"{value!r}."
+        )
+    return value
+
+
+def sample_prefix_lengths(
+    batch_size, low, high, seed, replica=None, per="image"
+):
+    """Draws the prefix lengths of one training batch, uniform in
+    `[low, high]`.
+
+    Args:
+        batch_size: int or scalar tensor, the (per-replica) batch `B`.
+        low, high: ints, the inclusive range.
+        seed: a `keras.random.SeedGenerator` or int.
+        replica: `None`, or an object with `num_replicas` and `index()`
+            (data parallelism across processes or replicas): each replica
+            takes its slice of the draw for the global batch, so the
+            lengths are those one process training the global batch draws.
+        per: `"image"` (one length per image, the paper) or `"batch"`
+            (one length for the whole global batch, repeated).
+
+    Returns:
+        An int32 `(B,)` tensor.
+    """
+    if check_prefix_sampling(per) == "batch":
+        # One draw, the same on every replica (their generators share
+        # their state), broadcast to the batch.
+        one = keras.random.randint((1,), low, high + 1, "int32", seed=seed)
+        return ops.broadcast_to(one, (batch_size,))
+    if replica is None:
+        return keras.random.randint(
+            (batch_size,), low, high + 1, dtype="int32", seed=seed
+        )
+    every = keras.random.randint(
+        (batch_size * replica.num_replicas,),
+        low,
+        high + 1,
+        dtype="int32",
+        seed=seed,
+    )
+    return ops.slice(every, [replica.index() * batch_size], [batch_size])

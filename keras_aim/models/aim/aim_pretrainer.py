@@ -5,7 +5,9 @@ import numpy as np
 from keras import ops
 
 from keras_aim.distribution import layout
+from keras_aim.layers.masks import check_prefix_sampling
 from keras_aim.layers.masks import prefix_causal_mask
+from keras_aim.layers.masks import sample_prefix_lengths
 from keras_aim.layers.pixel_head import AIMPixelHead
 from keras_aim.layers.token_orders import TOKEN_ORDERS
 from keras_aim.layers.token_orders import token_order as make_token_order
@@ -65,6 +67,12 @@ class AIMPretrainer(AIMModelBase, keras.Model):
             causal ablation; the loss then covers patches `1..N-1`).
             Bidirectional attention cannot be used: output `i` would see
             the patch it predicts. Defaults to `"prefix"`.
+        prefix_sampling: `"image"` (one prefix length per image, the
+            paper) or `"batch"` (one per training batch, shared by every
+            image and replica: what a flash kernel with one block mask per
+            batch, such as TPU Splash, would need; see
+            docs/accelerators.md). Evaluation always draws per image.
+            Defaults to `"image"`.
         normalize_targets: bool, normalise each target patch by its mean
             and unbiased variance. Defaults to `True`.
         token_order: `"raster"`, `"spiral"`, `"checkerboard"` or `"random"`
@@ -106,6 +114,7 @@ class AIMPretrainer(AIMModelBase, keras.Model):
         head_num_layers=12,
         prefix_range=None,
         attention="prefix",
+        prefix_sampling="image",
         normalize_targets=True,
         token_order="raster",
         token_order_seed=0,
@@ -166,6 +175,7 @@ class AIMPretrainer(AIMModelBase, keras.Model):
         self.head_num_layers = head_num_layers
         self.prefix_range = check_prefix_range(prefix_range)
         self.attention = attention
+        self.prefix_sampling = check_prefix_sampling(prefix_sampling)
         self.normalize_targets = bool(normalize_targets)
         self.token_order = token_order
         self.token_order_seed = int(token_order_seed)
@@ -288,25 +298,15 @@ class AIMPretrainer(AIMModelBase, keras.Model):
             prefix_lengths = ops.zeros((batch,), "int32")
         else:
             low, high = self.prefix_range_for(grid_h * grid_w)
-            seed = self.seed_generator if training else EVALUATION_SEED
-            replica = self.replica_context
-            if replica is None:
-                prefix_lengths = keras.random.randint(
-                    (batch,), low, high + 1, dtype="int32", seed=seed
-                )
-            else:
-                # Each replica takes its slice of the global batch's draw,
-                # as one process training the global batch would draw it.
-                every = keras.random.randint(
-                    (batch * replica.num_replicas,),
-                    low,
-                    high + 1,
-                    dtype="int32",
-                    seed=seed,
-                )
-                prefix_lengths = ops.slice(
-                    every, [replica.index() * batch], [batch]
-                )
+            # Outside training: per image, from a fixed seed (comparable).
+            prefix_lengths = sample_prefix_lengths(
+                batch,
+                low,
+                high,
+                self.seed_generator if training else EVALUATION_SEED,
+                replica=self.replica_context,
+                per=self.prefix_sampling if training else "image",
+            )
         predictions = self._predict(images, prefix_lengths)
         return {"predictions": predictions, "prefix_lengths": prefix_lengths}
 
@@ -487,6 +487,7 @@ class AIMPretrainer(AIMModelBase, keras.Model):
                 None if self.prefix_range is None else list(self.prefix_range)
             ),
             "attention": self.attention,
+            "prefix_sampling": self.prefix_sampling,
             "normalize_targets": self.normalize_targets,
             "token_order": self.token_order,
             "token_order_seed": self.token_order_seed,
