@@ -83,6 +83,10 @@ def test_verdicts_use_the_t_interval():
     assert verdict(-0.03, 0.01, 3, -1) == "reproduces"
     assert verdict(0.03, 0.01, 3, -1) == "opposite"
     assert verdict(0.03, 0.0, 1, -1) == "one seed: no verdict"
+    # No claim to test (an ablation that is not the paper's): the side.
+    assert verdict(-0.03, 0.01, 3, 0) == "variant lower"
+    assert verdict(0.03, 0.01, 3, 0) == "variant higher"
+    assert verdict(0.02, 0.01, 3, 0) == "within noise"
 
 
 def test_bad_settings_are_refused():
@@ -169,9 +173,9 @@ def _check_findings(output_dir, config):
     )
     for ablation in findings["ablations"]:
         assert {"name", "default", "variant"} <= set(ablation)
-        differences = []
+        differences, losses = [], []
         for seed in range(config["seeds"]):
-            tops = []
+            ends = []
             for suffix in ("", f"_{ablation['name']}"):
                 path = os.path.join(
                     output_dir,
@@ -180,8 +184,15 @@ def _check_findings(output_dir, config):
                     "result.json",
                 )
                 with open(path) as f:
-                    tops.append(json.load(f)["points"][-1]["probe_top1"])
-            differences.append(tops[1] - tops[0])
+                    ends.append(json.load(f)["points"][-1])
+            differences.append(ends[1]["probe_top1"] - ends[0]["probe_top1"])
+            losses.append(ends[1]["heldout_loss"] - ends[0]["heldout_loss"])
+        if ablation["name"] == "targets":  # raw pixels: another loss scale
+            assert ablation["loss_difference"] is None
+        else:
+            assert ablation["loss_difference"][0] == pytest.approx(
+                np.mean(losses)
+            )
         assert ablation["difference_mean"] == pytest.approx(
             np.mean(differences)
         )

@@ -59,16 +59,20 @@ def write_markdown(path, findings, seconds):
         "## Ablations (probe top-1 at the default size, paired by seed)",
         "",
         "| ablation | default | variant | default (%) | variant (%) | "
-        "variant - default (points) | verdict | paper (linear / attentive) |",
-        "|---|---|---|---:|---:|---:|---|---|",
+        "variant - default (points) | verdict | held-out loss, variant - "
+        "default | paper (linear / attentive) |",
+        "|---|---|---|---:|---:|---:|---|---:|---|",
     ]
     for row in findings["ablations"]:
+        loss = row.get("loss_difference")
         lines.append(
             f"| {row['what']} | {row['default']} | {row['variant']} | "
             f"{100 * row['default_top1']:.1f} | "
             f"{100 * row['variant_top1']:.1f} | "
             f"{_pm(row['difference_mean'], row['difference_std'], 100)} | "
-            f"{row['verdict']} | {row['paper']} |"
+            f"{row['verdict']} | "
+            f"{_pm(*loss, digits=4) if loss else 'other scale'} | "
+            f"{row['paper']} |"
         )
     lines += [
         "",

@@ -81,12 +81,15 @@ def t_quantile(degrees):
 
 def verdict(mean, std, count, expected_sign):
     """`reproduces`, `opposite` or `within noise`: whether the 95% t
-    interval of the paired differences excludes 0, and on which side."""
+    interval of the paired differences excludes 0, and on which side.
+    `expected_sign` 0 (no claim to test): `variant higher` or `lower`."""
     if count < 2:
         return "one seed: no verdict"
     half_width = t_quantile(count - 1) * std / math.sqrt(count)
     if abs(mean) <= half_width or mean == 0:
         return "within noise"
+    if expected_sign == 0:
+        return "variant higher" if mean > 0 else "variant lower"
     return (
         "reproduces" if math.copysign(1, mean) == expected_sign else "opposite"
     )
