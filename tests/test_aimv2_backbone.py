@@ -221,7 +221,11 @@ def test_unknown_names_list_both_families():
     assert aimv2_presets.check_preset_name("aimv2_3b_patch14_336")
 
 
-@pytest.mark.large(backend="torch")
+# Two 300M-parameter builds (a minute on 2 cores): `make test-all` only;
+# `make test` checks the same counts through the formula, which
+# test_the_count_formula_matches_a_build_and_the_tensor_count ties to a
+# real build.
+@pytest.mark.extra_large
 def test_the_large_presets_build_with_their_exact_counts():
     for name in ("aimv2_large_patch14_224", "aimv2_large_patch14_native"):
         backbone = keras_aim.AIMv2Backbone.from_preset(name, load_weights=False)
