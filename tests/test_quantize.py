@@ -131,8 +131,21 @@ def test_int8_projection_matches_numpy():
     np.testing.assert_allclose(to_numpy(layer(x)), want, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.large(backend="torch")
+def _int8_in_make_test(modes):
+    """`make test` runs the int8 cell on torch; the other modes (the same
+    code path, another kernel layout) run in `make test-all`."""
+    return [
+        pytest.param(
+            mode,
+            marks=pytest.mark.large(backend="torch")
+            if mode == "int8"
+            else pytest.mark.extra_large,
+        )
+        for mode in modes
+    ]
+
+
+@pytest.mark.parametrize("mode", _int8_in_make_test(MODES))
 def test_keras_file_and_preset_round_trips(mode, tmp_path):
     classifier = make_classifier()
     classifier.quantize(mode)
@@ -224,8 +237,7 @@ def test_filters_select_projections():
         make_classifier().quantize("int8", filters="nothing")
 
 
-@pytest.mark.parametrize("mode", ["int8", "int4"])
-@pytest.mark.large(backend="torch")
+@pytest.mark.parametrize("mode", _int8_in_make_test(["int8", "int4"]))
 def test_qlora_trains_only_the_adapters_and_round_trips(mode, tmp_path):
     backbone = make_classifier().backbone
     backbone.quantize(mode)
