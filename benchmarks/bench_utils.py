@@ -137,8 +137,12 @@ def cpu_info(path="/proc/cpuinfo"):
         # oneDNN's ISA cap, when set, decides whether AMX can be used.
         "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA")
         or os.environ.get("DNNL_MAX_CPU_ISA"),
-        # TensorFlow's inter-op threads (keras_aim sets 1 on TensorFlow).
-        "tf_num_interop_threads": os.environ.get("TF_NUM_INTEROP_THREADS"),
+        # TensorFlow's inter-op threads: unset here means 1 in keras_aim's
+        # TensorFlow workers (`import keras_aim` sets it) and TensorFlow's
+        # default in the plain-PyTorch peers' data-free processes.
+        "tf_num_interop_threads": os.environ.get(
+            "TF_NUM_INTEROP_THREADS", "unset (keras_aim's TensorFlow: 1)"
+        ),
     }
 
 
