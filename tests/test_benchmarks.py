@@ -52,7 +52,7 @@ def test_training_overhead_smoke(tmp_path):
     assert kernel["ran"] and kernel["backend"] == backend and kernel["masked"]
 
 
-@pytest.mark.large(backend="jax")
+@pytest.mark.large(backend="torch")  # torch's make test session is shortest
 def test_plan_table_and_its_parameter_formula(tmp_path):
     """plan.py's table, and its parameter formula against built models."""
     output = str(tmp_path / "plan.json")

@@ -129,5 +129,17 @@ def test_sampled_prefix_lengths_per_image_per_batch_and_per_replica():
     ]
     np.testing.assert_array_equal(shared[0], shared[1])
     assert len(set(shared[0].tolist())) == 1 and 4 <= shared[0][0] <= 6
+    # A seed generator moves on: the shared length changes between steps
+    # (8 equal draws of 15 values: p = 15**-7).
+    generator = keras.random.SeedGenerator(0)
+    steps = [
+        int(
+            ops.convert_to_numpy(
+                sample_prefix_lengths(4, 1, 15, generator, per="batch")
+            )[0]
+        )
+        for _ in range(8)
+    ]
+    assert len(set(steps)) > 1
     with pytest.raises(ValueError, match="prefix_sampling.*'image'"):
         sample_prefix_lengths(2, 1, 3, 0, per="sample")
