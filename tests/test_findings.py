@@ -190,8 +190,10 @@ def _check_findings(output_dir, config):
         if ablation["name"] == "targets":  # raw pixels: another loss scale
             assert ablation["loss_difference"] is None
         else:
-            assert ablation["loss_difference"][0] == pytest.approx(
-                np.mean(losses)
+            assert ablation["loss_difference"] == pytest.approx(
+                [np.mean(losses), np.std(losses, ddof=1)]
+                if len(losses) > 1
+                else [np.mean(losses), 0.0]
             )
         assert ablation["difference_mean"] == pytest.approx(
             np.mean(differences)

@@ -142,6 +142,7 @@ class AIMPretrainer(AIMModelBase, keras.Model):
                 f"`attention` must be one of {ATTENTION_MODES}; got "
                 f"{attention!r}."
             )
+        check_prefix_sampling(prefix_sampling)
         if token_order not in TOKEN_ORDERS:
             raise ValueError(
                 f"`token_order` must be one of {TOKEN_ORDERS}; got "
@@ -175,7 +176,7 @@ class AIMPretrainer(AIMModelBase, keras.Model):
         self.head_num_layers = head_num_layers
         self.prefix_range = check_prefix_range(prefix_range)
         self.attention = attention
-        self.prefix_sampling = check_prefix_sampling(prefix_sampling)
+        self.prefix_sampling = prefix_sampling
         self.normalize_targets = bool(normalize_targets)
         self.token_order = token_order
         self.token_order_seed = int(token_order_seed)
