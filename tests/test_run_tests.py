@@ -66,3 +66,11 @@ def test_a_session_is_read_from_pytests_closing_line(
     assert result_code == code
     keys = ("passed", "failed", "skipped", "errors")
     assert tuple(counts[k] for k in keys) == expected
+
+
+def test_only_the_concurrent_non_jax_sessions_run_at_lower_priority():
+    priority = runner().concurrent_priority
+    assert priority("jax", 1) == 0
+    assert priority("torch", 1) == priority("tensorflow", 1) == 2
+    # In turn (two xdist workers each) nothing competes: no change.
+    assert priority("torch", 2) == priority("jax", 2) == 0
