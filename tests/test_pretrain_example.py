@@ -428,9 +428,10 @@ def test_windows_of_steps_resume_onto_the_same_rows(tmp_path):
     assert_same_curve(cut, straight, every=3)
 
 
-# On tensorflow in `make test` (the session with time to spare on 2
-# cores); on every backend in `make test-all`.
-@pytest.mark.large(backend="tensorflow")
+# Two real training processes (35 s): `make test-all`, on every backend.
+# `make test` keeps the in-process stop (tests/test_run_checkpoint.py,
+# request_stop("SIGTERM")) and the windowed resume below.
+@pytest.mark.extra_large
 def test_subprocess_sigterm_then_resume(tmp_path):
     """A real `kill -TERM` of `python examples/pretrain.py`, then a rerun."""
     settings = {**TINY, "steps": 40, "checkpoint_every": 100}
