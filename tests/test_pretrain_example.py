@@ -430,7 +430,7 @@ def test_windows_of_steps_resume_onto_the_same_rows(tmp_path):
 
 # Two real training processes (35 s): `make test-all`, on every backend.
 # `make test` keeps the in-process stop (tests/test_run_checkpoint.py,
-# request_stop("SIGTERM")) and the windowed resume below.
+# request_stop("SIGTERM")) and the windowed resume above.
 @pytest.mark.extra_large
 def test_subprocess_sigterm_then_resume(tmp_path):
     """A real `kill -TERM` of `python examples/pretrain.py`, then a rerun."""
